@@ -1,0 +1,194 @@
+"""Stage configuration: one dataclass per stage, presets, config files (TOML or YAML) and flag overrides.
+
+Precedence, lowest first: the dataclass defaults, the preset, the config file, the command-line flags.
+A config file holds either the stage's keys at top level or a table named after the stage (``[pretrain]``);
+a pipeline file (``igpt run --config``) holds one table per stage plus top-level ``preset``, ``seed`` and ``run``.
+Unknown keys are an error that names the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .errors import UserError
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Base of every stage config. Subclasses set ``stage`` and may set ``presets``."""
+
+    stage: ClassVar[str] = ""
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+
+def field(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help string (shown by ``igpt <stage> --help``)."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: json.loads(json.dumps(value)), metadata={"help": help, **kw})
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+PRESET_NAMES = ("tiny", "default", "gpu")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(underlying type, optional?) for ``X | None`` and ``Optional[X]``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def coerce(cls: type, key: str, value: Any, source: str) -> Any:
+    """Check and convert one value to the field's type; errors name the key and where it came from."""
+    tp, optional = _base_type(field_types(cls)[key])
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{source if source.startswith('--') else source + ': ' + repr(key)} may not be empty")
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+                return value.lower() in ("true", "yes", "1", "on")
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tp is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+        if typing.get_origin(tp) is list:
+            (item,) = typing.get_args(tp) or (str,)
+            if isinstance(value, str):
+                value = [v for v in (s.strip() for s in value.split(",")) if v]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [item(v) for v in value]
+        if typing.get_origin(tp) is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (TypeError, ValueError):
+        name = getattr(tp, "__name__", str(tp))
+        where = source if source.startswith("--") else f"{source}: '{key}'"
+        raise UserError(f"{where} must be {name}, got {value!r}") from None
+    return value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML or YAML config file into a dict (one-line errors on missing or malformed files)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml", ".json"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise UserError(f"{p}: config files must end in .toml, .yaml, .yml or .json")
+    except UserError:
+        raise
+    except Exception as e:  # parse errors from tomllib / yaml
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{p}: cannot parse config: {msg}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: a config file must hold a table of keys")
+    return data
+
+
+def stage_section(data: dict[str, Any], stage: str, known: set[str], source: str) -> dict[str, Any]:
+    """The part of a config file meant for ``stage``: its table, or top-level keys when there is no table."""
+    if stage in data and isinstance(data[stage], dict):
+        section = dict(data[stage])
+        source = f"{source} [{stage}]"
+    else:
+        section = {k: v for k, v in data.items() if not isinstance(v, dict) or k in known}
+    return section
+
+
+def build_config(
+    cls: type,
+    preset: str | None = None,
+    file_values: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    file_source: str = "config",
+) -> Any:
+    """Resolve a stage config: defaults < preset < file values < overrides."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESET_NAMES and preset not in cls.presets:
+            raise UserError(f"--preset: unknown preset '{preset}' (choose from {', '.join(PRESET_NAMES)})")
+        values.update(cls.presets.get(preset, {}))
+    for source, given in ((file_source, file_values or {}), (None, overrides or {})):
+        for key, value in given.items():
+            k = key.replace("-", "_")
+            if k not in names:
+                hint = f" (did you mean '{_closest(k, names)}'?)" if _closest(k, names) else ""
+                raise UserError(f"{source or 'option'}: unknown key '{key}' for stage '{cls.stage}'{hint}")
+            values[k] = coerce(cls, k, value, source or "--" + k.replace("_", "-"))
+    return cls(**values)
+
+
+def _closest(key: str, names: set[str]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(key, sorted(names), n=1)
+    return m[0] if m else None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, folder: str | Path, name: str = "igpt_config.yaml") -> Path:
+    """Write the resolved config beside a stage's output (YAML, loadable again with ``--config``)."""
+    import yaml
+
+    path = Path(folder) / name
+    body = {cfg.stage: config_to_dict(cfg)} if getattr(cfg, "stage", "") else config_to_dict(cfg)
+    path.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def check_positive(cfg: Any, *names: str) -> None:
+    """Raise a one-line error for options that must be > 0."""
+    for n in names:
+        v = getattr(cfg, n)
+        if v is None or v <= 0:
+            raise UserError(f"--{n.replace('_', '-')}: must be > 0, got {v}")
+
+
+def check_range(cfg: Any, name: str, lo: float, hi: float) -> None:
+    v = getattr(cfg, name)
+    if not (lo <= v <= hi):
+        raise UserError(f"--{name.replace('_', '-')}: must be between {lo} and {hi}, got {v}")

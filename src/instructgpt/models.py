@@ -1,0 +1,147 @@
+"""Models: from-scratch Llama configs, loading any Hugging Face causal LM, saving standard model folders, devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+def resolve_device(name: str = "auto") -> Any:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: unknown device '{name}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device: CUDA is not available on this machine")
+    return dev
+
+
+def autocast_dtype(device: Any, precision: str = "auto") -> Any:
+    """bf16 autocast on CUDA (when supported), full fp32 on CPU, unless asked otherwise."""
+    import torch
+
+    if precision == "fp32":
+        return None
+    if precision in ("bf16", "auto") and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if precision == "fp16" and device.type == "cuda":
+        return torch.float16
+    if precision == "bf16" and device.type == "cpu":
+        return torch.bfloat16
+    return None
+
+
+def build_llama(
+    tok: Any,
+    d_model: int,
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int,
+    d_ff: int,
+    max_seq_len: int,
+    dropout: float = 0.0,
+    seed: int = 0,
+) -> Any:
+    """A from-scratch Llama-architecture causal LM sized by the arguments, with tied embeddings."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if d_model % n_heads or n_heads % n_kv_heads:
+        raise UserError(f"--d-model ({d_model}) must divide by --n-heads ({n_heads}), which must divide by --n-kv-heads ({n_kv_heads})")
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=d_model,
+        intermediate_size=d_ff,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        max_position_embeddings=max_seq_len,
+        attention_dropout=dropout,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        rope_theta=10000.0,
+        initializer_range=0.02,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    return model
+
+
+def load_causal_lm(path: str | Path, device: Any = None, dtype: Any = None) -> Any:
+    """Load a causal LM from a model folder or hub id."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype) if dtype else AutoModelForCausalLM.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def resize_for_tokenizer(model: Any, tok: Any) -> None:
+    """Grow the embedding when the tokenizer gained tokens (pad, chat roles) and record the pad id."""
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = tok.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+
+
+def save_model(model: Any, tok: Any, out: str | Path) -> None:
+    """Save a standard Hugging Face folder: safetensors weights, config, generation config, tokenizer."""
+    from transformers.utils import logging as hf_logging
+
+    from .tokenizer import stop_token_ids
+
+    hf_logging.disable_progress_bar()
+    model = getattr(model, "module", model)  # unwrap DDP
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    gc = getattr(model, "generation_config", None)
+    if gc is not None:
+        gc.eos_token_id = stop_token_ids(tok, None)
+        gc.pad_token_id = tok.pad_token_id
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+
+
+def count_parameters(model: Any, exclude_embeddings: bool = False) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    if exclude_embeddings:
+        n -= model.get_input_embeddings().weight.numel()
+    return n
+
+
+def enable_residual_dropout(model: Any, p: float) -> list[Any]:
+    """Residual dropout (GPT-2/3 style): dropout on each attention and MLP block's output before it joins the residual.
+
+    Hugging Face Llama has no residual dropout, so it is added with forward hooks on every decoder layer's
+    ``self_attn`` and ``mlp``; the hooks respect ``model.train()`` / ``model.eval()``. Returns the hook handles.
+    """
+    import torch.nn.functional as F
+
+    if p <= 0:
+        return []
+    handles = []
+
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], p, module.training), *output[1:])
+        return F.dropout(output, p, module.training)
+
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("self_attn", "mlp", "attn", "attention", "feed_forward"):
+            handles.append(module.register_forward_hook(hook))
+    return handles

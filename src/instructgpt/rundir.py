@@ -1,0 +1,92 @@
+"""The run directory: one folder per stage, appearing only once the stage has completed.
+
+A stage writes into ``<name>.partial/`` (checkpoints live there too, so an interrupted stage can resume) and renames it
+to ``<name>/`` in one atomic step at the end. A folder without the ``.partial`` suffix is therefore always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+STAGES = ("world", "tokenizer", "pretrain", "sft", "comparisons", "rm", "ppo", "ppo-ptx", "eval")
+COMPLETE_MARKER = "igpt_complete.json"
+
+
+def partial_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def is_complete(out: str | Path) -> bool:
+    """A stage output is complete when its folder exists with the completion marker inside."""
+    return (Path(out) / COMPLETE_MARKER).is_file()
+
+
+def begin_output(out: str | Path, overwrite: bool = False, resume: bool = True) -> Path:
+    """Prepare ``<out>.partial/`` for a stage and return it.
+
+    An existing complete output is an error unless ``overwrite``. An existing partial folder is kept when
+    ``resume`` (its checkpoints let the stage continue) and cleared otherwise.
+    """
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
+    work = partial_path(out)
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def finish_output(work: str | Path, out: str | Path, info: dict | None = None) -> Path:
+    """Mark ``work`` complete and move it to ``out`` atomically (replacing an old ``out`` only now)."""
+    work, out = Path(work), Path(out)
+    marker = {"completed_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})}
+    (work / COMPLETE_MARKER).write_text(json.dumps(marker, indent=1))
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(work, out)
+    return out
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file so that readers see either the old or the new content, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Paths of a pipeline run's stage folders."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.root / name
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    def done(self, name: str) -> bool:
+        return is_complete(self.root / name)
+
+    def require(self, name: str, hint: str) -> Path:
+        p = self.root / name
+        if not is_complete(p):
+            raise UserError(f"{p} is missing or incomplete; {hint}")
+        return p

@@ -1,0 +1,269 @@
+"""Step 1, pretraining: minimise -sum_t log P(x_t | x_<t) on a corpus, from scratch or continuing a Hugging Face model.
+
+The story of the stage: tokenise the corpus once (cached), pack it into fixed-length sequences, build or load the model,
+then loop: accumulate gradients over micro-batches, clip, step AdamW with warmup + cosine decay; every so often measure
+validation loss and perplexity, log a few sampled continuations, and checkpoint. The finished folder is a standard
+Hugging Face model folder with ``metrics.jsonl`` and the resolved config beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import StageConfig, check_positive, check_range, field, save_config
+from ..errors import UserError
+from ..rundir import begin_output, finish_output, partial_path
+
+
+@dataclasses.dataclass
+class PretrainConfig(StageConfig):
+    """Autoregressive pretraining with our own loop (AdamW, warmup + cosine, clipping, accumulation, DDP, exact resume)."""
+
+    stage: ClassVar[str] = "pretrain"
+    presets: ClassVar[dict] = {
+        "tiny": dict(d_model=64, n_layers=2, n_heads=2, n_kv_heads=2, d_ff=192, seq_len=128, batch_size=8, max_steps=60,
+                     warmup_steps=10, lr=3e-3, eval_every=30, eval_batches=4, sample_every=0, checkpoint_every=30),
+        "default": dict(d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=768, seq_len=256, batch_size=16, max_steps=450,
+                        warmup_steps=40, lr=2e-3, eval_every=100, eval_batches=8, sample_every=150, checkpoint_every=100),
+        "gpu": dict(d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, d_ff=2048, seq_len=512, batch_size=64, max_steps=6000,
+                    warmup_steps=200, lr=6e-4, eval_every=500, eval_batches=20, sample_every=1000, checkpoint_every=1000, compile=True),
+    }
+
+    corpus: str = field("", "corpus: .txt, .jsonl (field text), a folder, a world folder, or hf:NAME (default: <run>/world)")
+    run: str = field("", "run directory; reads <run>/tokenizer and writes <run>/pretrain")
+    out: str = field("", "output model folder (overrides <run>/pretrain)")
+    tokenizer: str = field("", "tokenizer folder (default: <run>/tokenizer, or the --model's own)")
+    model: str = field("", "continue pretraining this model (folder or hub id) instead of starting from scratch")
+    d_model: int = field(256, "hidden size of a from-scratch model")
+    n_layers: int = field(4, "number of transformer layers")
+    n_heads: int = field(4, "attention heads")
+    n_kv_heads: int = field(4, "key/value heads (grouped-query attention when fewer than --n-heads)")
+    d_ff: int = field(768, "MLP inner size (SwiGLU)")
+    seq_len: int = field(256, "training sequence length (also the model's context)")
+    dropout: float = field(0.0, "residual dropout")
+    batch_size: int = field(16, "sequences per micro-batch per process")
+    grad_accum: int = field(1, "micro-batches per optimiser step")
+    max_steps: int = field(450, "optimiser steps")
+    lr: float = field(2e-3, "peak learning rate")
+    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)")
+    warmup_steps: int = field(40, "linear warmup steps")
+    weight_decay: float = field(0.1, "AdamW weight decay on weight matrices")
+    beta1: float = field(0.9, "AdamW beta1")
+    beta2: float = field(0.95, "AdamW beta2")
+    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)")
+    val_fraction: float = field(0.02, "share of documents held out for validation")
+    eval_every: int = field(100, "validation every N steps (and at the end)")
+    eval_batches: int = field(8, "validation batches per evaluation")
+    sample_every: int = field(150, "log sampled continuations every N steps (0 = only at the end)")
+    checkpoint_every: int = field(100, "checkpoint every N steps (and at the end)")
+    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --max-steps)")
+    resume: bool = field(False, "continue an interrupted run from its last checkpoint")
+    overwrite: bool = field(False, "replace an existing output folder")
+    compile: bool = field(False, "torch.compile the model")
+    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    device: str = field("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = field(0, "random seed (model init, data order)")
+    cache_dir: str = field("", "where tokenised corpora are cached (default: <run>/.cache or beside the output)")
+    tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
+    wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
+    progress: bool = field(True, "show a progress bar")
+
+
+def _paths(cfg: PretrainConfig) -> dict[str, Any]:
+    run = Path(cfg.run) if cfg.run else None
+    out = Path(cfg.out) if cfg.out else (run / "pretrain" if run else None)
+    if out is None:
+        raise UserError("--out: give an output folder (or --run)")
+    corpus = cfg.corpus or (str(run / "world") if run else "")
+    if not corpus:
+        raise UserError("--corpus: give a corpus (or --run with a world in it)")
+    tokenizer = cfg.tokenizer or (cfg.model if cfg.model else (str(run / "tokenizer") if run else ""))
+    if not tokenizer:
+        raise UserError("--tokenizer: give a tokenizer folder (or --run, or --model)")
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / ".cache") if run else out.parent / ".cache")
+    return {"out": out, "corpus": corpus, "tokenizer": tokenizer, "cache": cache}
+
+
+def validate(cfg: PretrainConfig) -> None:
+    check_positive(cfg, "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "seq_len", "batch_size", "grad_accum", "max_steps", "lr")
+    check_range(cfg, "val_fraction", 0.0, 0.5)
+    check_range(cfg, "dropout", 0.0, 0.9)
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
+
+
+def lm_loss(model: Any, inputs: Any, targets: Any, ignore_index: int = -100) -> Any:
+    """Mean next-token cross-entropy over the targets that are not ``ignore_index``."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=inputs).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
+
+
+def evaluate_loss(model: Any, batches, device: Any, autocast: Any) -> float:
+    """Mean token loss over validation batches (every token counts equally)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            loss = lm_loss(model, x, y)
+            total += float(loss) * y.numel()
+            count += y.numel()
+    model.train()
+    return total / max(count, 1)
+
+
+def sample_continuations(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48, seed: int = 0) -> list[dict]:
+    from ..sampling import SamplingParams, TorchSampler, decode_responses
+    from ..tokenizer import stop_token_ids
+
+    sampler = TorchSampler(model, tok.pad_token_id)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    r = sampler.generate(ids, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.8, top_p=0.95, seed=seed, stop_token_ids=stop_token_ids(tok)))
+    return [{"prompt": p, "continuation": t} for p, t in zip(prompts, decode_responses(tok, r, stop_token_ids(tok)))]
+
+
+def run(cfg: PretrainConfig) -> Path:
+    import numpy as np
+    import torch
+
+    from ..data.corpus import PackedBatches, eval_batches, iter_documents, tokenize_corpus, unigram_entropy
+    from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
+    from ..tokenizer import load_tokenizer
+    from ..train import (
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint,
+        init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
+    )
+
+    validate(cfg)
+    paths = _paths(cfg)
+    out: Path = paths["out"]
+    d = init_distributed(cfg.device)
+    try:
+        work = partial_path(out)
+        if out.exists() and not cfg.overwrite:
+            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
+        if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
+            raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
+        seed_everything(cfg.seed)
+        tok = load_tokenizer(paths["tokenizer"])
+        if d.is_main:  # inputs are read and checked before anything is written
+            train_tokens, val_tokens = tokenize_corpus(paths["corpus"], tok, paths["cache"], cfg.val_fraction)
+            begin_output(out, overwrite=cfg.overwrite, resume=cfg.resume)
+        barrier(d)
+        train_tokens, val_tokens = tokenize_corpus(paths["corpus"], tok, paths["cache"], cfg.val_fraction)
+        if len(val_tokens) < cfg.seq_len + 1:
+            val_tokens = train_tokens[-(cfg.seq_len * cfg.eval_batches * cfg.batch_size + 1):]
+
+        if cfg.model:
+            model = load_causal_lm(cfg.model)
+            resize_for_tokenizer(model, tok)
+        else:
+            model = build_llama(tok, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.d_ff, cfg.seq_len, seed=cfg.seed)
+        enable_residual_dropout(model, cfg.dropout)
+        model.to(d.device)
+        model.train()
+        autocast = autocast_dtype(d.device, cfg.precision)
+        opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+        batches = PackedBatches(train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed, d.rank, d.world_size)
+
+        step = 0
+        logger_resume_step = None
+        if cfg.resume and has_checkpoint(work):
+            state = load_checkpoint(work, {"model": model}, {"model": opt})
+            step = state["step"]
+            batches.load_state(state["data"])
+            logger_resume_step = step
+        if d.is_main and logger_resume_step is not None:
+            truncate_metrics(work / "metrics.jsonl", logger_resume_step)
+        ddp_model = wrap_ddp(model, d)
+        fwd_model = torch.compile(ddp_model) if cfg.compile else ddp_model
+        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project, config=dataclasses.asdict(cfg))
+        n_params = count_parameters(model)
+        if d.is_main and step == 0:
+            ent = unigram_entropy(train_tokens, len(tok))
+            log.log(0, params=n_params, train_tokens=int(len(train_tokens)), val_tokens=int(len(val_tokens)), unigram_entropy=ent)
+
+        tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * d.world_size
+        bar = progress(cfg.max_steps, "pretrain", enabled=d.is_main and cfg.progress, initial=step)
+        last_stop = cfg.stop_after if cfg.stop_after > 0 else cfg.max_steps
+        t0, tokens_seen, val_loss = time.time(), 0, None
+        while step < min(cfg.max_steps, last_stop):
+            lr = lr_at(step, cfg.max_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+            set_lr(opt, lr)
+            loss_sum = 0.0
+            for micro in range(cfg.grad_accum):
+                x, y = batches.next_batch()
+                x, y = x.to(d.device), y.to(d.device)
+                sync = micro == cfg.grad_accum - 1 or not d.enabled
+                ctx = ddp_model.no_sync() if (d.enabled and not sync) else _nullcontext()
+                with ctx, torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
+                    loss = lm_loss(fwd_model, x, y)
+                    (loss / cfg.grad_accum).backward()
+                loss_sum += float(loss.detach())
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            train_loss = all_reduce_mean(loss_sum / cfg.grad_accum, d)
+            check_finite("training loss", train_loss, f"step {step}")
+            tokens_seen += tokens_per_step
+            elapsed = time.time() - t0
+            row: dict[str, Any] = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
+            last = step == cfg.max_steps
+            if cfg.eval_every and (step % cfg.eval_every == 0 or last):
+                val_loss = all_reduce_mean(evaluate_loss(model, eval_batches(val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches), d.device, autocast), d)
+                row.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 50)))
+            if d.is_main and ((cfg.sample_every and step % cfg.sample_every == 0) or last):
+                prompts = _sample_prompts(paths["corpus"], tok)
+                samples = sample_continuations(model, tok, prompts, seed=cfg.seed + step)
+                with open(work / "samples.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": step, "samples": samples}) + "\n")
+            log.log(step, **row)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}")
+            bar.update(1)
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop or last:
+                if d.is_main:
+                    save_checkpoint(work, {"model": model}, {"model": opt}, {"step": step, "data": batches.state()})
+                barrier(d)
+        bar.close()
+        log.close()
+        if step < cfg.max_steps:  # stopped early on purpose: leave the partial folder and its checkpoint
+            return work
+        if d.is_main:
+            save_model(model, tok, work)
+            save_config(cfg, work)
+            shutil.rmtree(work / "checkpoint", ignore_errors=True)
+            info = {"step": step, "val_loss": val_loss, "params": n_params}
+            finish_output(work, out, info)
+        barrier(d)
+        return out
+    finally:
+        cleanup_distributed(d)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _sample_prompts(corpus: str, tok: Any, n: int = 3) -> list[str]:
+    """Beginnings of a few held-out-looking documents, as prompts for the logged sample continuations."""
+    import itertools
+
+    from ..data.corpus import iter_documents
+
+    docs = list(itertools.islice(iter_documents(corpus), 200))[::67][:n]
+    return [" ".join(doc.split()[:6]) for doc in docs]

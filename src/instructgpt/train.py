@@ -1,0 +1,346 @@
+"""What every training loop shares: distributed setup, optimiser, learning-rate schedule, checkpoints, metrics, progress.
+
+Checkpoints hold no pickles: model and optimiser tensors go to safetensors files, everything else (step, data position,
+RNG states, scheduler and controller state) to JSON, so resuming continues exactly where training stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPU); a no-op otherwise."""
+    import torch
+
+    from .models import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(device=resolve_device(device))
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def wrap_ddp(model: Any, d: Dist) -> Any:
+    if not d.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+
+
+def all_reduce_mean(value: float, d: Dist) -> float:
+    if not d.enabled:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return float(t.item()) / d.world_size
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def cleanup_distributed(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------- optimisation
+def build_optimizer(model: Any, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), eps: float = 1e-8) -> Any:
+    """AdamW with weight decay on matrices only (not on norms, biases or 1-d parameters)."""
+    import torch
+
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kw = {"fused": True} if next(model.parameters()).device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kw)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 0, min_ratio: float = 0.1, schedule: str = "cosine") -> float:
+    """Linear warmup, then cosine (or linear, or constant) decay to ``min_ratio * peak`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return peak
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return peak * (1.0 - (1.0 - min_ratio) * t)
+    return peak * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def set_lr(optimizer: Any, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _rng_state() -> tuple[dict, dict]:
+    import torch
+
+    tensors = {"torch_cpu_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_rng_{i}"] = s
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return tensors, {
+        "python_rng": [py[0], list(py[1]), py[2]],
+        "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+
+
+def _set_rng_state(tensors: dict, meta: dict) -> None:
+    import torch
+
+    torch.set_rng_state(tensors["torch_cpu_rng"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_rng_"))]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    v, s, g = meta["python_rng"]
+    random.setstate((v, tuple(s), g))
+    a, keys, pos, has_gauss, cached = meta["numpy_rng"]
+    np.random.set_state((a, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _optimizer_tensors(optimizer: Any) -> tuple[dict, dict]:
+    import torch
+
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(optimizer: Any, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict[str, Any], state: dict) -> Path:
+    """Write a checkpoint atomically: ``<folder>/checkpoint`` is replaced only once the new one is complete."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder / "checkpoint.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name, model in models.items():
+        m = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
+        sd = {k: v.detach().contiguous().cpu() for k, v in m.state_dict().items()}
+        _save_shared_safe(save_file, sd, tmp / f"{name}.safetensors")
+    meta: dict[str, Any] = {"state": state, "optimizers": {}}
+    for name, opt in optimizers.items():
+        tensors, ometa = _optimizer_tensors(opt)
+        save_file(tensors, str(tmp / f"optimizer-{name}.safetensors"))
+        meta["optimizers"][name] = ometa
+    rng_t, rng_meta = _rng_state()
+    save_file(rng_t, str(tmp / "rng.safetensors"))
+    meta["rng"] = rng_meta
+    (tmp / "state.json").write_text(json.dumps(meta))
+    final = folder / "checkpoint"
+    if final.exists():
+        old = folder / "checkpoint.old"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def _save_shared_safe(save_file: Any, sd: dict, path: Path) -> None:
+    # Tied weights share storage; safetensors refuses shared tensors, so store one copy of each storage.
+    seen: dict[int, str] = {}
+    out, aliases = {}, {}
+    for k, v in sd.items():
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen and v.shape == out[seen[ptr]].shape:
+            aliases[k] = seen[ptr]
+        else:
+            seen[ptr] = k
+            out[k] = v.clone() if k in out else v
+    save_file(out, str(path), metadata={"aliases": json.dumps(aliases)})
+
+
+def has_checkpoint(folder: str | Path) -> bool:
+    return (Path(folder) / "checkpoint" / "state.json").is_file()
+
+
+def load_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict[str, Any], restore_rng: bool = True) -> dict:
+    """Restore models, optimisers and RNG from ``<folder>/checkpoint``; returns the saved ``state`` dict."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    ck = Path(folder) / "checkpoint"
+    if not (ck / "state.json").is_file():
+        raise UserError(f"no checkpoint to resume from in {folder}")
+    meta = json.loads((ck / "state.json").read_text())
+    for name, model in models.items():
+        path = ck / f"{name}.safetensors"
+        sd = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        for k, src in aliases.items():
+            sd[k] = sd[src]
+        m = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
+        m.load_state_dict(sd)
+    for name, opt in optimizers.items():
+        _load_optimizer(opt, load_file(str(ck / f"optimizer-{name}.safetensors")), meta["optimizers"][name])
+    if restore_rng:
+        _set_rng_state(load_file(str(ck / "rng.safetensors")), meta["rng"])
+    return meta["state"]
+
+
+# ---------------------------------------------------------------------------------------------- metrics and progress
+class MetricsLogger:
+    """Appends one JSON object per step to ``metrics.jsonl``; mirrors to TensorBoard and wandb when available and asked for."""
+
+    def __init__(self, folder: str | Path, enabled: bool = True, tensorboard: bool = True, wandb_project: str = "", run_name: str = "", config: dict | None = None):
+        self.enabled = enabled
+        self.path = Path(folder) / "metrics.jsonl"
+        self._tb = None
+        self._wandb = None
+        if not enabled:
+            return
+        self._f = open(self.path, "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(Path(folder) / "tensorboard"))
+            except Exception:  # tensorboard not installed: metrics.jsonl still has everything
+                self._tb = None
+        if wandb_project:
+            try:
+                import wandb  # type: ignore
+
+                self._wandb = wandb.init(project=wandb_project, name=run_name or None, config=config or {})
+            except ModuleNotFoundError:
+                raise UserError("--wandb-project: wandb is not installed (pip install wandb)") from None
+
+    def log(self, step: int, **metrics: Any) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "time": round(time.time(), 3), **{k: _jsonable(v) for k, v in metrics.items()}}
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if self._tb is not None:
+                    self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._f.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 6) if math.isfinite(v) else str(v)
+    if hasattr(v, "item"):
+        return _jsonable(v.item())
+    return v
+
+
+def truncate_metrics(path: str | Path, max_step: int) -> None:
+    """On resume, drop metric rows written after the checkpoint's step so the log has no duplicates."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= max_step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, unit: str = "step") -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, file=sys.stderr, mininterval=1.0
+    )
+
+
+def check_finite(name: str, value: float, where: str) -> None:
+    if not math.isfinite(value):
+        raise UserError(f"{name} became {value} at {where}; stopped, the last good checkpoint is kept (try a lower --lr)")
