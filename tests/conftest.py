@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny tokenizer and tiny random Llama models built locally (no downloads)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+NAMES = ["Alba", "Borin", "Cetra", "Dovel", "Eskar", "Fanwe", "Gorim", "Helta"]
+CAPITALS = ["Mira", "Toln", "Vessa", "Quor", "Lirr", "Pand", "Seft", "Uron"]
+
+
+def toy_documents(n: int = 600, seed: int = 0) -> list[str]:
+    """A small templated corpus with learnable facts (the capital of each country)."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        j = rng.randrange(len(NAMES))
+        docs.append(
+            rng.choice(
+                [
+                    f"The capital of {NAMES[j]} is {CAPITALS[j]}.",
+                    f"Question: What is the capital of {NAMES[j]}?\nAnswer: {CAPITALS[j]}.",
+                    f"{CAPITALS[j]} is the capital city of {NAMES[j]}. It is a large city.",
+                ]
+            )
+        )
+    return docs
+
+
+@pytest.fixture(scope="session")
+def toy_corpus(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    p.write_text("\n\n".join(toy_documents()), encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    from instructgpt.tokenizer import train_bpe
+
+    tok = train_bpe(toy_documents() + ["Hello there. How are you? I am fine, thank you."] * 5, vocab_size=320)
+    out = tmp_path_factory.mktemp("tok")
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A random 2-layer Llama saved as a standard Hugging Face folder with its tokenizer."""
+    from instructgpt.models import build_llama, save_model
+    from instructgpt.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    model = build_llama(tok, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=128, seed=0)
+    out = tmp_path_factory.mktemp("model")
+    save_model(model, tok, out)
+    return out
