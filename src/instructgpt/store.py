@@ -108,6 +108,14 @@ CREATE TABLE IF NOT EXISTS arena_votes (
 """
 
 
+class StoreConflict(UserError):
+    """A write that conflicts with what is stored (a ranking already given, a submission id used for something else)."""
+
+
+class UnknownTask(UserError):
+    """A task id that is not in the store."""
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -459,7 +467,7 @@ class ComparisonStore:
         with self._read() as c:
             t = self._task(c, int(task_id))
         if t is None:
-            raise UserError(f"unknown task id {task_id}")
+            raise UnknownTask(f"unknown task id {task_id}")
         return t
 
     def _available_sql(self) -> str:
@@ -511,7 +519,7 @@ class ComparisonStore:
         labeler = _check_labeler(labeler)
         with self._write() as c:
             if c.execute("SELECT 1 FROM tasks WHERE task_id = ?", (int(task_id),)).fetchone() is None:
-                raise UserError(f"unknown task id {task_id}")
+                raise UnknownTask(f"unknown task id {task_id}")
             c.execute(
                 "INSERT OR IGNORE INTO skips(task_id, labeler, created_at) VALUES (?, ?, ?)",
                 (int(task_id), labeler, _now()),
@@ -531,6 +539,22 @@ class ComparisonStore:
                 "SELECT COUNT(*) FROM (" + self._available_sql() + ")", {"lab": labeler, "now": _clock()}
             ).fetchone()[0]
         return {"done": int(done), "skipped": int(skipped), "remaining": int(remaining)}
+
+    def queue_stats(self) -> dict:
+        """Label tasks: ``{"tasks", "complete" (have all wanted labels), "pending", "labels", "wanted_labels"}``."""
+        with self._read() as c:
+            row = c.execute(
+                "SELECT COUNT(*) AS tasks, COALESCE(SUM(n >= want_labels), 0) AS complete, COALESCE(SUM(MIN(n, want_labels)), 0) "
+                "AS labels, COALESCE(SUM(want_labels), 0) AS wanted FROM (SELECT t.want_labels, (SELECT COUNT(*) FROM "
+                "rankings r WHERE r.task_id = t.task_id AND r.undone_at IS NULL) AS n FROM tasks t WHERE t.kind = 'label')"
+            ).fetchone()
+        return {
+            "tasks": int(row["tasks"]),
+            "complete": int(row["complete"]),
+            "pending": int(row["tasks"]) - int(row["complete"]),
+            "labels": int(row["labels"]),
+            "wanted_labels": int(row["wanted"]),
+        }
 
     # ------------------------------------------------------------------ rankings
     def submit_ranking(
@@ -573,16 +597,16 @@ class ComparisonStore:
                 ).fetchone()
                 if row is not None:
                     if row["task_id"] != task_id or row["labeler"] != labeler:
-                        raise UserError(f"submission id {submission_id!r} was already used for another ranking")
+                        raise StoreConflict(f"submission id {submission_id!r} was already used for another ranking")
                     return int(row["ranking_id"])
             trow = c.execute("SELECT k FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if trow is None:
-                raise UserError(f"unknown task id {task_id}")
+                raise UnknownTask(f"unknown task id {task_id}")
             tiers = normalize_ranking(ranking, int(trow["k"]))
             if c.execute(
                 "SELECT 1 FROM rankings WHERE task_id = ? AND labeler = ? AND undone_at IS NULL", (task_id, labeler)
             ).fetchone():
-                raise UserError(f"labeler {labeler!r} has already ranked task {task_id} (undo it first to re-rank)")
+                raise StoreConflict(f"labeler {labeler!r} has already ranked task {task_id} (undo it first to re-rank)")
             cur = c.execute(
                 "INSERT INTO rankings(task_id, labeler, ranking, flags, demonstration, source, submission_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -915,7 +939,7 @@ class ComparisonStore:
                 ).fetchone()
                 if row is not None:
                     if row["voter"] != voter:
-                        raise UserError(f"submission id {submission_id!r} was already used for another vote")
+                        raise StoreConflict(f"submission id {submission_id!r} was already used for another vote")
                     return int(row["vote_id"])
             now = _now()
             cur = c.execute(
