@@ -94,6 +94,8 @@ def validate(cfg: PretrainConfig) -> None:
     check_positive(cfg, "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "seq_len", "batch_size", "grad_accum", "max_steps", "lr")
     check_range(cfg, "val_fraction", 0.0, 0.5)
     check_range(cfg, "dropout", 0.0, 0.9)
+    if not cfg.model and (cfg.d_model % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads):
+        raise UserError(f"--d-model ({cfg.d_model}) must divide by --n-heads ({cfg.n_heads}), which must divide by --n-kv-heads ({cfg.n_kv_heads})")
     if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
 
