@@ -159,6 +159,7 @@ class Match:
         self.answers = ["", ""]
         self.state = ["new", "new"]  # new -> streaming -> done | error
         self.vote_id: int | None = None
+        self.vote_submission: str | None = None
         self.created = time.time()
         self.lock = threading.Lock()
 
@@ -480,13 +481,13 @@ def create_app(
         with m.lock:
             if m.state != ["done", "done"]:
                 raise HTTPErr(409, "both answers must finish streaming before you vote")
+            if m.vote_id is not None and m.vote_submission != body.submission_id:
+                raise HTTPErr(409, "this match already has a vote: start a new one")
             vote_id = store.add_arena_vote(
                 m.prompt, m.models[0], m.models[1], m.answers[0], m.answers[1], body.winner, p.name,
                 submission_id=body.submission_id,
-            )
-            if m.vote_id is not None and m.vote_id != vote_id:
-                raise HTTPErr(409, "this match already has a vote")
-            m.vote_id = vote_id
+            )  # a retry (same submission id) returns the stored vote and writes nothing
+            m.vote_id, m.vote_submission = vote_id, body.submission_id
         return nostore({"vote_id": vote_id, "models": {"a": m.models[0], "b": m.models[1]}})
 
     # ------------------------------------------------------------------ API: owner
