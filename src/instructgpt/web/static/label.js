@@ -132,8 +132,10 @@
         el("header", {}, el("span", { class: "key" }, letter), el("span", { class: "badge" })),
         el("div", { class: "text response-text" }, r.text),
         flagBox);
+      card.addEventListener("mousedown", (e) => { if (e.shiftKey) e.preventDefault(); });  // no text selection
       card.addEventListener("click", (e) => {
-        if (window.getSelection && String(window.getSelection()).length) return;  // selecting text, not ranking
+        const sel = window.getSelection ? window.getSelection() : null;
+        if (!e.shiftKey && sel && !sel.isCollapsed && card.contains(sel.anchorNode)) return;  // selecting text
         place(r.index, e.shiftKey);
       });
       box.append(card);
