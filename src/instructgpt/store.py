@@ -420,6 +420,11 @@ class ComparisonStore:
         rows = self._conn().execute("SELECT task_key FROM tasks WHERE task_key IS NOT NULL").fetchall()
         return {r[0] for r in rows}
 
+    def task_ids_by_key(self) -> dict[str, int]:
+        """``{task_key: task_id}`` for the keyed tasks (``igpt label --resume`` adds missing rankings to these)."""
+        rows = self._conn().execute("SELECT task_key, task_id FROM tasks WHERE task_key IS NOT NULL").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     def _task(self, c: sqlite3.Connection, task_id: int) -> dict | None:
         row = c.execute(
             "SELECT t.*, p.text AS prompt_text, p.meta AS prompt_meta, p.split AS split "
