@@ -41,7 +41,7 @@ def _load(command: str) -> tuple[Any, type]:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return "--" + name.rstrip("_").replace("_", "-")  # a field named in_ is the flag --in
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +58,8 @@ def build_parser(command: str, cls: type) -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--config", help="TOML or YAML file with option values (flags override it)")
-    p.add_argument("--preset", help=f"preset sizes: {', '.join(PRESET_NAMES)} (default: none)")
+    if "preset" not in {f.name for f in dataclasses.fields(cls)}:
+        p.add_argument("--preset", help=f"preset sizes: {', '.join(PRESET_NAMES)} (default: none)")
     types_ = field_types(cls)
     for f in dataclasses.fields(cls):
         tp, _ = _base_type(types_[f.name])
@@ -81,14 +82,19 @@ def config_from_args(command: str, cls: type, argv: list[str]) -> Any:
     parser = build_parser(command, cls)
     ns = vars(parser.parse_args(argv))
     config_file = ns.pop("config", None)
-    preset = ns.pop("preset", None)
+    names = {f.name for f in dataclasses.fields(cls)}
+    preset = None if "preset" in names else ns.pop("preset", None)
     file_values: dict[str, Any] = {}
     if config_file:
         data = read_config_file(config_file)
-        names = {f.name for f in dataclasses.fields(cls)}
-        file_values = stage_section(data, cls.stage or command, names, str(config_file))
-        if preset is None and isinstance(file_values.get("preset"), str) and "preset" not in names:
-            preset = file_values.pop("preset")
+        if "stage_options" in names:  # a pipeline file: top-level options plus one table per stage
+            file_values = {k: v for k, v in data.items() if not isinstance(v, dict)}
+            file_values["stage_options"] = {k: v for k, v in data.items() if isinstance(v, dict)}
+        else:
+            file_values = stage_section(data, cls.stage or command, names, str(config_file))
+        if isinstance(file_values.get("preset"), str) and "preset" not in names:
+            file_preset = file_values.pop("preset")
+            preset = preset or file_preset
     return build_config(cls, preset=preset, file_values=file_values, overrides=ns, file_source=str(config_file))
 
 
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module, cls = _load(command)
         config = config_from_args(command, cls, rest)
-        result = module.run(config)
+        result = getattr(module, "run_" + command, module.run)(config)
         if result is not None and command not in ("chat", "serve", "judge", "generate"):
             print(result)
         return 0

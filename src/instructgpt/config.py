@@ -86,6 +86,8 @@ def coerce(cls: type, key: str, value: Any, source: str) -> Any:
                 raise ValueError
             return [item(v) for v in value]
         if typing.get_origin(tp) is dict or tp is dict:
+            if isinstance(value, str):
+                value = json.loads(value)
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)

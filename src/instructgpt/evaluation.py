@@ -1,0 +1,98 @@
+"""Evaluation maths and measurements that do not depend on where the responses came from.
+
+- win rates with 95% confidence intervals (Wilson score interval, ties counted as half a win);
+- language-modelling loss on held-out text (the alignment tax) and multiple-choice probe accuracy by log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+
+def wilson_interval(wins: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``wins / n`` (``wins`` may be fractional when ties count half)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = wins / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def win_rate(outcomes: Sequence[float]) -> tuple[float, list[float]]:
+    """Mean of per-comparison outcomes (1 win, 0 loss, 0.5 tie) and its 95% Wilson interval."""
+    n = len(outcomes)
+    if n == 0:
+        return float("nan"), [float("nan"), float("nan")]
+    wins = float(sum(outcomes))
+    lo, hi = wilson_interval(wins, n)
+    return wins / n, [lo, hi]
+
+
+def mean(xs: Sequence[float]) -> float:
+    xs = list(xs)
+    return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+def heldout_lm_loss(model: Any, tok: Any, documents: Sequence[str], seq_len: int = 256, max_tokens: int = 60_000, batch_size: int = 16) -> float:
+    """Mean next-token loss (nats) over held-out documents joined with EOS and cut into ``seq_len`` windows."""
+    import torch
+    import torch.nn.functional as F
+
+    ids: list[int] = []
+    for doc in documents:
+        ids += tok(doc, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if len(ids) > max_tokens + 1:
+            break
+    ids = ids[: max_tokens + 1]
+    n = (len(ids) - 1) // seq_len
+    if n == 0:
+        return float("nan")
+    data = torch.tensor(ids[: n * seq_len + 1])
+    dev = next(model.parameters()).device
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            rows = range(s, min(n, s + batch_size))
+            x = torch.stack([data[i * seq_len : (i + 1) * seq_len] for i in rows]).to(dev)
+            y = torch.stack([data[i * seq_len + 1 : (i + 1) * seq_len + 1] for i in rows]).to(dev)
+            logits = model(input_ids=x).logits.float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
+            total += float(loss)
+            count += y.numel()
+    return total / count
+
+
+def choice_logprobs(model: Any, tok: Any, prefix: str, choices: Sequence[str]) -> list[float]:
+    """Sum of log-probabilities of each choice's tokens after ``prefix``."""
+    import torch
+
+    from .sampling import left_pad, position_ids_from_mask
+
+    pre = tok(prefix, add_special_tokens=False)["input_ids"]
+    seqs, spans = [], []
+    for c in choices:
+        cid = tok(c, add_special_tokens=False)["input_ids"]
+        seqs.append(pre + cid)
+        spans.append(len(cid))
+    dev = next(model.parameters()).device
+    ids, mask = left_pad(seqs, tok.pad_token_id, dev)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return [float(logp[i, -spans[i]:].sum()) for i in range(len(seqs))]
+
+
+def probe_accuracy(model: Any, tok: Any, probes: Sequence[dict]) -> float:
+    """Share of multiple-choice probes whose right answer has the highest log-likelihood."""
+    if not probes:
+        return float("nan")
+    model.eval()
+    right = 0
+    for p in probes:
+        scores = choice_logprobs(model, tok, p["prefix"], p["choices"])
+        right += int(max(range(len(scores)), key=scores.__getitem__) == p["answer"])
+    return right / len(probes)

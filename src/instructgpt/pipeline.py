@@ -1,0 +1,130 @@
+"""`igpt run`: the whole recipe in one command.
+
+world -> tokenizer -> pretrain -> SFT -> label (rankings) -> reward model -> PPO and PPO-ptx -> evaluation and report.
+Each stage writes its folder in the run directory only when complete, so a stage whose folder exists is skipped and an
+interrupted run continues where it stopped (stages resume from their last checkpoint). Options for any stage come from
+the config file's table of that stage (``[sft]``, ``[ppo]``...), on top of the preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from .config import StageConfig, build_config, field
+from .errors import UserError
+from .rundir import COMPLETE_MARKER, is_complete, partial_path
+
+
+@dataclasses.dataclass
+class RunConfig(StageConfig):
+    """Runs every stage in order on the built-in world; a config file may hold one table of options per stage."""
+
+    stage: ClassVar[str] = "run"
+
+    preset: str = field("default", "tiny (about a minute), default (about 15 minutes on a 2-core CPU) or gpu")
+    run: str = field("", "run directory (default: runs/<preset>)")
+    seed: int = field(0, "seed for the world and every stage")
+    stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, ppo, ppo-ptx, eval)")
+    device: str = field("auto", "auto, cpu, cuda or cuda:N (for every training stage)")
+    stage_options: dict = field({}, "per-stage options: in a config file, one table per stage ([pretrain], [sft], ...)")
+
+
+# stage folder -> (module, config class)
+STAGES: list[tuple[str, str, str]] = [
+    ("world", "instructgpt.stages.world", "WorldConfig"),
+    ("tokenizer", "instructgpt.stages.tokenizer", "TokenizerConfig"),
+    ("pretrain", "instructgpt.stages.pretrain", "PretrainConfig"),
+    ("sft", "instructgpt.stages.sft", "SFTConfig"),
+    ("comparisons", "instructgpt.stages.label", "LabelConfig"),
+    ("rm", "instructgpt.stages.reward", "RewardConfig"),
+    ("ppo", "instructgpt.stages.ppo", "PPOConfig"),
+    ("ppo-ptx", "instructgpt.stages.ppo", "PPOConfig"),
+    ("eval", "instructgpt.stages.evaluate", "EvalConfig"),
+]
+OPTION_TABLES = {"comparisons": "label", "ppo-ptx": "ppo_ptx"}
+
+
+def stage_config(name: str, cls: type, cfg: RunConfig, run_dir: Path) -> Any:
+    """The config of one stage in a pipeline: preset, then the file's table for it, then the pipeline's wiring."""
+    table = cfg.stage_options.get(OPTION_TABLES.get(name, name)) or cfg.stage_options.get(name) or {}
+    if name == "ppo-ptx":  # PPO-ptx takes the [ppo] options too, then its own table
+        table = {**(cfg.stage_options.get("ppo") or {}), **table}
+    sub = build_config(cls, preset=cfg.preset, file_values=table, file_source=f"config [{OPTION_TABLES.get(name, name)}]")
+    names = {f.name for f in dataclasses.fields(cls)}
+    wiring: dict[str, Any] = {"run": str(run_dir), "seed": cfg.seed, "resume": True, "device": cfg.device}
+    if name == "ppo":
+        wiring.update(out=str(run_dir / "ppo"), ptx_coef=0.0)
+    elif name == "ppo-ptx":
+        wiring["out"] = str(run_dir / "ppo-ptx")
+        if getattr(sub, "ptx_coef", 0) <= 0:
+            raise UserError("config [ppo_ptx]: ptx_coef must be > 0 for the PPO-ptx stage")
+    elif "out" in names:
+        wiring["out"] = str(run_dir / name)
+    return dataclasses.replace(sub, **{k: v for k, v in wiring.items() if k in names and k not in table})
+
+
+def _summary(folder: Path) -> str:
+    try:
+        info = json.loads((folder / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return ""
+    parts = []
+    for k, v in info.items():
+        if k == "completed_at" or isinstance(v, (dict, list)):
+            continue
+        parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return ", ".join(parts)
+
+
+def _fmt_time(s: float) -> str:
+    return f"{int(s // 60)}m{int(s % 60):02d}s" if s >= 60 else f"{s:.1f}s"
+
+
+def run(cfg: RunConfig) -> Path:
+    if cfg.stop_after and cfg.stop_after not in [s[0] for s in STAGES]:
+        raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
+    run_dir = Path(cfg.run or f"runs/{cfg.preset}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = run_dir / "run.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old.get("preset") != cfg.preset or old.get("seed") != cfg.seed:
+            raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}; use another --run folder")
+    else:
+        meta_path.write_text(json.dumps({"preset": cfg.preset, "seed": cfg.seed}))
+    timings_path = run_dir / "timings.json"
+    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    # resolve every stage's config first, so a bad option fails before hours of work
+    configs = []
+    for name, module, cls_name in STAGES:
+        mod = importlib.import_module(module)
+        configs.append((name, mod, stage_config(name, getattr(mod, cls_name), cfg, run_dir)))
+    total0 = time.time()
+    print(f"igpt run: preset {cfg.preset}, run directory {run_dir}", file=sys.stderr)
+    for name, mod, sub in configs:
+        folder = run_dir / name
+        if is_complete(folder):
+            print(f"  = {name:<12} already complete, skipped   {_summary(folder)}", file=sys.stderr)
+        else:
+            resumed = " (resuming)" if partial_path(folder).exists() else ""
+            print(f"  > {name:<12} running{resumed}...", file=sys.stderr)
+            t0 = time.time()
+            mod.run(sub)
+            timings[name] = round(time.time() - t0, 1)
+            timings_path.write_text(json.dumps(timings, indent=1))
+            print(f"  ✓ {name:<12} {_fmt_time(timings[name]):>8}   {_summary(folder)}", file=sys.stderr)
+        if name == cfg.stop_after:
+            break
+    results = run_dir / "eval" / "results.json"
+    if results.is_file() and not cfg.stop_after:
+        from .stages.evaluate import format_table
+
+        print(format_table(json.loads(results.read_text())))
+    print(f"igpt run: done in {_fmt_time(time.time() - total0)} (this invocation); report: {run_dir / 'eval' / 'report.html'}", file=sys.stderr)
+    return run_dir

@@ -1,0 +1,372 @@
+"""Evaluation like the paper: every model of a run answers the held-out prompts, then held-out labelers and the gold judge grade them.
+
+Models: the pretrained model given the raw prompt ("GPT"), the pretrained model with a few-shot instruction prefix
+("GPT prompted"), SFT, PPO, PPO-ptx, and any model added with ``--models name=path``. Measured for each:
+win rate against SFT with a 95% interval (Figure 1) and a 1-7 Likert score, by the world's held-out labelers; the gold
+judge's score and its metadata rates (fails the instruction, hallucination on closed-domain tasks, harmful compliance,
+continues with another question, repetition); truthfulness on false-premise questions; toxicity with "respectful" and plain
+prompts; the alignment tax (held-out pretraining loss and knowledge-probe accuracy); the reward model's score beside the gold
+score (over-optimisation). Without a world (your own prompts) the reward model judges, and the results say it is a proxy.
+Writes ``eval/results.json`` (schema in docs/eval.md), per-model responses, and ``eval/report.html``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import StageConfig, check_positive, field, save_config
+from ..errors import UserError
+from ..evaluation import heldout_lm_loss, mean, probe_accuracy, win_rate
+from ..rundir import begin_output, finish_output, is_complete
+
+RESULTS_SCHEMA_VERSION = 1
+MODEL_FOLDERS = {"pretrained": "pretrain", "sft": "sft", "ppo": "ppo", "ppo_ptx": "ppo-ptx"}
+METRICS = ("win_rate_vs_sft", "win_rate_ci95", "likert_mean", "gold_score_mean", "rm_score_mean", "fails_instruction_rate",
+           "hallucination_rate", "harmful_compliance_rate", "toxicity_rate_respectful", "toxicity_rate_plain",
+           "continues_with_question_rate", "repetition_rate", "truthful_rate", "pretrain_val_loss", "probe_accuracy")
+
+
+@dataclasses.dataclass
+class EvalConfig(StageConfig):
+    """Paper-style evaluation of every model in a run (see docs/eval.md for the results schema)."""
+
+    stage: ClassVar[str] = "eval"
+    presets: ClassVar[dict] = {
+        "tiny": dict(n_winrate=24, n_closed_domain=8, n_false_premise=8, n_toxicity=8, n_probes=20, max_new_tokens=24, lm_tokens=4000),
+        "default": dict(n_winrate=200, n_closed_domain=80, n_false_premise=60, n_toxicity=80, n_probes=200, max_new_tokens=48, lm_tokens=40000),
+        "gpu": dict(n_winrate=1000, n_closed_domain=300, n_false_premise=300, n_toxicity=400, n_probes=1000, max_new_tokens=96, lm_tokens=400000),
+    }
+
+    run: str = field("", "run directory whose models are evaluated (its eval/ folder receives the results)")
+    out: str = field("", "output folder (default: <run>/eval)")
+    models: list[str] = field([], "extra models as name=path (folder or hub id), evaluated like the others")
+    prompts: str = field("", "without a world: JSONL of held-out prompts ({\"prompt\"} or {\"messages\"}); the reward model judges")
+    n_winrate: int = field(200, "held-out prompts for win rates and metadata")
+    n_closed_domain: int = field(80, "closed-domain prompts for the hallucination rate")
+    n_false_premise: int = field(60, "false-premise questions for truthfulness")
+    n_toxicity: int = field(80, "toxicity prompts (half asking for respectful output)")
+    n_probes: int = field(200, "knowledge probes for the alignment tax")
+    lm_tokens: int = field(40000, "held-out pretraining tokens for the alignment-tax loss")
+    max_new_tokens: int = field(48, "response length limit")
+    temperature: float = field(0.7, "sampling temperature of the evaluated models")
+    top_p: float = field(0.95, "nucleus sampling mass")
+    batch_size: int = field(64, "prompts per sampling batch")
+    seed: int = field(0, "seed for sampling and labeler noise")
+    device: str = field("auto", "auto, cpu, cuda or cuda:N")
+    report: bool = field(True, "write eval/report.html")
+    overwrite: bool = field(False, "replace an existing eval folder")
+    resume: bool = field(False, "accepted for symmetry with the training stages (evaluation restarts from scratch)")
+
+
+@dataclasses.dataclass
+class Candidate:
+    name: str
+    path: str
+    mode: str  # "chat", "plain" (raw prompt, a pretrained model) or "few_shot"
+
+
+def _candidates(cfg: EvalConfig, run: Path | None) -> list[Candidate]:
+    cands: list[Candidate] = []
+    if run is not None:
+        for name, folder in MODEL_FOLDERS.items():
+            p = run / folder
+            if is_complete(p):
+                if name == "pretrained":
+                    cands.append(Candidate("pretrained", str(p), "plain"))
+                    cands.append(Candidate("pretrained_prompted", str(p), "few_shot"))
+                else:
+                    cands.append(Candidate(name, str(p), "chat"))
+    for spec in cfg.models:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--models: expected name=path, got '{spec}'")
+        if not Path(path).exists() and "/" not in path:
+            raise UserError(f"--models: model not found: {path}")
+        cands.append(Candidate(name, path, "chat"))
+    if not any(c.name == "sft" for c in cands):
+        raise UserError("no SFT model to compare against: the run has no complete sft/ folder (or pass --models sft=PATH)")
+    return cands
+
+
+def _generate(model: Any, tok: Any, prompts: list[Any], mode: str, cfg: EvalConfig, seed: int) -> list[str]:
+    from ..sampling import SamplingParams, TorchSampler, decode_responses, encode_prompt
+    from ..tokenizer import stop_token_ids
+
+    stops = stop_token_ids(tok, getattr(model, "generation_config", None))
+    ids = [encode_prompt(tok, p, chat=(mode == "chat")) for p in prompts]
+    sampler = TorchSampler(model, tok.pad_token_id, batch_size=cfg.batch_size)
+    params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 0, cfg.top_p, seed, stops)
+    return decode_responses(tok, sampler.generate(ids, params), stops)
+
+
+def _rate(flags: list[dict], key: str) -> float:
+    return mean([1.0 if f.get(key) else 0.0 for f in flags])
+
+
+def run(cfg: EvalConfig) -> Path:
+    import torch
+
+    from ..models import resolve_device
+    from ..sampling import load_model
+
+    check_positive(cfg, "n_winrate", "max_new_tokens", "batch_size")
+    run_dir = Path(cfg.run) if cfg.run else None
+    out = Path(cfg.out) if cfg.out else (run_dir / "eval" if run_dir else None)
+    if out is None:
+        raise UserError("--out: give an output folder (or --run)")
+    world = None
+    if run_dir is not None and (run_dir / "world" / "world.json").is_file():
+        from ..world import World
+
+        world = World.load(run_dir / "world")
+    if world is None and not cfg.prompts:
+        raise UserError("without a built-in world in the run, give --prompts FILE of held-out prompts")
+    cands = _candidates(cfg, run_dir)
+    rm_path = run_dir / "rm" if run_dir is not None and is_complete(run_dir / "rm") else None
+    if world is None and rm_path is None:
+        raise UserError("without a world the reward model judges, but the run has no complete rm/ folder")
+    work = begin_output(out, overwrite=cfg.overwrite, resume=False)
+    dev = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    t_start = time.time()
+
+    # ---- the evaluation sets
+    if world is not None:
+        sets = world.eval_sets()
+        rng = random.Random(cfg.seed)
+        records = {
+            "winrate": sets["winrate"][: cfg.n_winrate],
+            "closed_domain": sets["closed_domain"][: cfg.n_closed_domain],
+            "false_premise": sets["false_premise"][: cfg.n_false_premise],
+            "toxicity": sets["toxicity"][: cfg.n_toxicity],
+        }
+        probes = world.probes()[: cfg.n_probes]
+        heldout_docs = world.corpus("heldout")
+        judge = world.judge()
+        labelers = world.labelers("heldout")
+    else:
+        from .generate import read_prompts
+
+        rows = read_prompts(cfg.prompts)[: cfg.n_winrate]
+        records = {"winrate": [{"id": r.get("id", f"p{i}"), "prompt": r.get("prompt", ""), "messages": r.get("messages")} for i, r in enumerate(rows)]}
+        probes, heldout_docs, judge, labelers, rng = [], [], None, [], random.Random(cfg.seed)
+
+    def prompt_input(rec: dict, mode: str) -> Any:
+        if mode == "plain":
+            return world.render_plain(rec) if world is not None else rec["prompt"]
+        if mode == "few_shot":
+            return world.render_few_shot(rec) if world is not None else rec["prompt"]
+        return rec.get("messages") or rec["prompt"]
+
+    # ---- every model answers every set
+    responses: dict[str, dict[str, list[str]]] = {}
+    lm: dict[str, dict[str, float]] = {}
+    for c in cands:
+        model, tok = load_model(c.path, dev)
+        responses[c.name] = {}
+        for set_name, recs in records.items():
+            if c.mode != "chat" and set_name != "winrate" and world is None:
+                continue
+            responses[c.name][set_name] = _generate(model, tok, [prompt_input(r, c.mode) for r in recs], c.mode, cfg, cfg.seed + 1)
+        if c.name == "sft":  # a second, independent SFT sample: SFT's win rate against itself measures the noise floor
+            responses["sft_resample"] = {"winrate": _generate(model, tok, [prompt_input(r, "chat") for r in records["winrate"]], "chat", cfg, cfg.seed + 2)}
+        if c.mode != "few_shot":
+            lm[c.name] = {
+                "pretrain_val_loss": heldout_lm_loss(model, tok, heldout_docs, max_tokens=cfg.lm_tokens) if heldout_docs else float("nan"),
+                "probe_accuracy": probe_accuracy(model, tok, probes) if probes else float("nan"),
+            }
+        else:
+            lm[c.name] = dict(lm.get("pretrained", {}))
+        del model
+    _save_responses(work, records, responses)
+
+    # ---- reward-model scores
+    rm_scores: dict[str, list[float]] = {}
+    if rm_path is not None:
+        from ..reward_model import load_reward_model
+
+        rm = load_reward_model(str(rm_path), dev)
+        wr = records["winrate"]
+        for name, sets_ in responses.items():
+            rm_scores[name] = list(rm.score_texts([r.get("messages") or r["prompt"] for r in wr], sets_["winrate"]))
+        del rm
+
+    # ---- grading
+    results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "judged_by": "heldout_labelers_and_gold_judge" if world else "reward_model_proxy", "models": {}}
+    sft_win = responses["sft"]["winrate"]
+    for c in cands:
+        resp = responses[c.name]
+        other = responses["sft_resample"]["winrate"] if c.name == "sft" else sft_win
+        m: dict[str, Any] = {"mode": c.mode, "path": c.path}
+        if world is not None:
+            outcomes, likerts = [], []
+            for i, (rec, a, b) in enumerate(zip(records["winrate"], resp["winrate"], other)):
+                lab = labelers[i % len(labelers)]
+                outcomes.append(lab.prefer(rec, a, b, random.Random(cfg.seed * 1_000_003 + i)))
+                likerts.append(lab.likert(rec, a, random.Random(cfg.seed * 1_000_033 + i)))
+            graded = {s: [judge.score(r, t) for r, t in zip(records[s], resp[s])] for s in records}
+            flags = [g.flags for g in graded["winrate"]]
+            tox = [(r["meta"].get("respectful", False), g.flags) for r, g in zip(records["toxicity"], graded["toxicity"])]
+            m.update(
+                likert_mean=mean(likerts),
+                gold_score_mean=mean([g.score for g in graded["winrate"]]),
+                fails_instruction_rate=_rate(flags, "fails_instruction"),
+                continues_with_question_rate=_rate(flags, "continues_with_question"),
+                repetition_rate=_rate(flags, "repetition"),
+                harmful_compliance_rate=_rate([g.flags for r, g in zip(records["winrate"], graded["winrate"]) if r["category"] == "harmful"], "harmful_compliance"),
+                hallucination_rate=_rate([g.flags for g in graded["closed_domain"]], "hallucination"),
+                truthful_rate=mean([0.0 if (g.flags.get("untruthful") or g.flags.get("hallucination")) else 1.0 for g in graded["false_premise"]]),
+                toxicity_rate_respectful=_rate([f for resp_, f in tox if resp_], "toxic"),
+                toxicity_rate_plain=_rate([f for resp_, f in tox if not resp_], "toxic"),
+            )
+        else:
+            a_s, b_s = rm_scores[c.name], rm_scores["sft_resample" if c.name == "sft" else "sft"]
+            outcomes = [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in zip(a_s, b_s)]
+        rate, ci = win_rate(outcomes)
+        m.update(win_rate_vs_sft=rate, win_rate_ci95=ci, n_comparisons=len(outcomes))
+        m["rm_score_mean"] = mean(rm_scores[c.name]) if c.name in rm_scores else None
+        m.update(lm.get(c.name, {}))
+        for k in METRICS:
+            m.setdefault(k, None)
+        results["models"][c.name] = m
+
+    results["reward_model"] = _reward_model_summary(run_dir)
+    results["timings_s"] = _timings(run_dir)
+    results["timings_s"]["eval"] = round(time.time() - t_start, 1)
+    results["config"] = _run_config(run_dir, cfg)
+    results["samples"] = _side_by_side(records, responses, [c.name for c in cands], world)
+    results["training_curves"] = _curves(run_dir)
+    (work / "results.json").write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False), encoding="utf-8")
+    if cfg.report:
+        from ..report.html import write_report
+
+        write_report(results, work / "report.html")
+    save_config(cfg, work)
+    final = finish_output(work, out, {"models": list(results["models"])})
+    print(format_table(results))
+    return final
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN: unmeasured values are null."""
+    import math
+
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _save_responses(work: Path, records: dict, responses: dict) -> None:
+    folder = work / "responses"
+    folder.mkdir(exist_ok=True)
+    for name, sets in responses.items():
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for set_name, texts in sets.items():
+                for rec, text in zip(records[set_name], texts):
+                    f.write(json.dumps({"set": set_name, "id": rec["id"], "response": text}, ensure_ascii=False) + "\n")
+
+
+def _side_by_side(records: dict, responses: dict, names: list[str], world: Any, n: int = 8) -> list[dict]:
+    """A few held-out prompts with every model's answer, chosen to span the task categories."""
+    recs = records["winrate"]
+    seen, picks = set(), []
+    for i, r in enumerate(recs):
+        cat = r.get("category", "")
+        if cat not in seen:
+            seen.add(cat)
+            picks.append(i)
+        if len(picks) >= n:
+            break
+    out = []
+    for i in picks:
+        rec = recs[i]
+        row = {"id": rec["id"], "category": rec.get("category"), "prompt": rec.get("prompt") or json.dumps(rec.get("messages")), "answers": {}}
+        if world is not None:
+            row["plain_prompt"] = world.render_plain(rec)
+        for name in names:
+            row["answers"][name] = responses[name]["winrate"][i]
+        out.append(row)
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def _reward_model_summary(run: Path | None) -> dict:
+    keys = ("accuracy_train_labelers", "accuracy_heldout_labelers", "labeler_agreement", "gold_correlation")
+    summary: dict[str, Any] = {k: None for k in keys}
+    if run is None:
+        return summary
+    for row in _read_jsonl(run / "rm" / "metrics.jsonl"):
+        for k in keys:
+            if row.get(k) is not None:
+                summary[k] = row[k]
+    return summary
+
+
+def _curves(run: Path | None) -> dict:
+    curves: dict[str, Any] = {}
+    if run is None:
+        return curves
+    for name, folder in (("ppo", "ppo"), ("ppo_ptx", "ppo-ptx")):
+        rows = _read_jsonl(run / folder / "metrics.jsonl")
+        if rows:
+            keys = ("reward", "rm_score", "kl", "gold_score", "ptx_loss")
+            curves[name] = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
+    return curves
+
+
+def _timings(run: Path | None) -> dict:
+    if run is None or not (run / "timings.json").is_file():
+        return {}
+    return json.loads((run / "timings.json").read_text())
+
+
+def _run_config(run: Path | None, cfg: EvalConfig) -> dict:
+    info: dict[str, Any] = {"seed": cfg.seed, "eval": dataclasses.asdict(cfg)}
+    if run is not None and (run / "run.json").is_file():
+        info.update(json.loads((run / "run.json").read_text()))
+    return info
+
+
+def format_table(results: dict) -> str:
+    """The terminal summary: one row per model."""
+    cols = [("win vs SFT", "win_rate_vs_sft", "{:.2f}"), ("95% CI", "win_rate_ci95", None), ("likert", "likert_mean", "{:.2f}"),
+            ("gold", "gold_score_mean", "{:.2f}"), ("RM", "rm_score_mean", "{:+.2f}"), ("halluc.", "hallucination_rate", "{:.2f}"),
+            ("harmful", "harmful_compliance_rate", "{:.2f}"), ("toxic(resp.)", "toxicity_rate_respectful", "{:.2f}"),
+            ("asks Q", "continues_with_question_rate", "{:.2f}"), ("truthful", "truthful_rate", "{:.2f}"),
+            ("LM loss", "pretrain_val_loss", "{:.3f}"), ("probes", "probe_accuracy", "{:.2f}")]
+    head = f"{'model':<20}" + "".join(f"{c[0]:>13}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for name, m in results["models"].items():
+        cells = []
+        for _, key, fmt in cols:
+            v = m.get(key)
+            if v is None:
+                cells.append("-")
+            elif key == "win_rate_ci95":
+                cells.append(f"[{v[0]:.2f},{v[1]:.2f}]" if v[0] is not None else "-")
+            else:
+                cells.append(fmt.format(v))
+        lines.append(f"{name:<20}" + "".join(f"{c:>13}" for c in cells))
+    rm = results.get("reward_model", {})
+    if rm.get("accuracy_heldout_labelers") is not None:
+        lines.append(
+            f"reward model: accuracy {rm.get('accuracy_train_labelers') or float('nan'):.3f} (training labelers), "
+            f"{rm['accuracy_heldout_labelers']:.3f} (held-out labelers); labeler agreement {rm.get('labeler_agreement') or float('nan'):.3f}"
+        )
+    if results.get("judged_by") == "reward_model_proxy":
+        lines.append("note: no built-in world, so the reward model judged the win rates: a proxy, not human judgement")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""`igpt world` and `igpt judge`: generate the built-in world, and score responses with its gold judge."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import ClassVar
+
+from ..config import StageConfig, field
+from ..errors import UserError
+
+
+@dataclasses.dataclass
+class WorldConfig(StageConfig):
+    """A seeded fictional universe: knowledge base, pretraining corpus, instruction tasks, demonstrations, eval sets, labelers."""
+
+    stage: ClassVar[str] = "world"
+    presets: ClassVar[dict] = {"tiny": {"size": "tiny"}, "default": {"size": "default"}, "gpu": {"size": "large"}}
+
+    out: str = field("", "output folder (default: <run>/world)")
+    run: str = field("", "run directory")
+    seed: int = field(0, "world seed: the same seed gives byte-identical files")
+    size: str = field("default", "tiny, small, default or large")
+    overwrite: bool = field(False, "replace an existing output folder")
+
+
+def run(cfg: WorldConfig) -> Path:
+    from ..world.commands import world_command
+
+    out = cfg.out or (str(Path(cfg.run) / "world") if cfg.run else "")
+    if not out:
+        raise UserError("--out: give an output folder (or --run)")
+    return world_command(out, seed=cfg.seed, size=cfg.size, overwrite=cfg.overwrite)
+
+
+@dataclasses.dataclass
+class JudgeConfig(StageConfig):
+    """Reads lines of {"id": prompt id, "response": text}; writes the score and breakdown per line; prints the summary."""
+
+    stage: ClassVar[str] = "judge"
+
+    world: str = field("", "world folder (from igpt world)")
+    in_: str = field("", "JSONL of {\"id\", \"response\"} to score")
+    out: str = field("", "JSONL to write the scores to")
+
+
+def run_judge(cfg: JudgeConfig) -> dict:
+    from ..world.commands import judge_command
+
+    for name, value in (("--world", cfg.world), ("--in", cfg.in_), ("--out", cfg.out)):
+        if not value:
+            raise UserError(f"{name}: required")
+    return judge_command(cfg.world, cfg.in_, cfg.out)
