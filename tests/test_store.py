@@ -356,3 +356,26 @@ def test_survives_sigkill_mid_labelling(tmp_path):
     assert len(rows) == 300 and len({r["task_id"] for r in rows}) == 300
     assert len(store.tasks_with_keys()) == 300
     assert store._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 600
+
+
+def test_label_counter_consistent_and_old_stores_upgraded(tmp_path):
+    store, ids = _store_with_tasks(tmp_path, n_tasks=3, want_labels=2)
+    store.submit_ranking(ids[0], "ann", [0, 1, 2, 3])
+    store.submit_ranking(ids[0], "bob", [0, 1, 2, 3])
+    store.submit_ranking(ids[1], "ann", [0, 1, 2, 3])
+    store.undo_last("ann")
+    store.add_arena_vote("q", "m1", "m2", "x", "y", "a", "ann")
+    conn = store._conn()
+    counted = "SELECT t.task_id, t.n_labels, (SELECT COUNT(*) FROM rankings r WHERE r.task_id = t.task_id AND r.undone_at IS NULL) FROM tasks t"
+    assert all(n == m for _, n, m in conn.execute(counted))
+    assert store.queue_stats() == {"tasks": 3, "complete": 1, "pending": 2, "labels": 2, "wanted_labels": 6}
+    store.close()
+    # a store written before the counter column existed is upgraded on open
+    raw = sqlite3.connect(tmp_path / "c.sqlite")
+    raw.execute("DROP INDEX tasks_open")
+    raw.execute("ALTER TABLE tasks DROP COLUMN n_labels")
+    raw.commit()
+    raw.close()
+    store = ComparisonStore(tmp_path / "c.sqlite")
+    assert all(n == m for _, n, m in store._conn().execute(counted))
+    assert store.next_task("carl")["task_id"] == ids[1]

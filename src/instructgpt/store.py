@@ -54,9 +54,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     kind        TEXT NOT NULL DEFAULT 'label' CHECK (kind IN ('label', 'arena')),
     k           INTEGER NOT NULL CHECK (k >= 2),
     want_labels INTEGER NOT NULL DEFAULT 1 CHECK (want_labels >= 1),
+    n_labels    INTEGER NOT NULL DEFAULT 0,
     created_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_prompt ON tasks(prompt_id);
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks(n_labels, task_id) WHERE kind = 'label' AND n_labels < want_labels;
 CREATE TABLE IF NOT EXISTS responses (
     task_id     INTEGER NOT NULL REFERENCES tasks(task_id),
     idx         INTEGER NOT NULL,
@@ -92,6 +94,7 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at  REAL NOT NULL,
     PRIMARY KEY (task_id, labeler)
 );
+CREATE INDEX IF NOT EXISTS leases_labeler ON leases(labeler);
 CREATE TABLE IF NOT EXISTS arena_votes (
     vote_id       INTEGER PRIMARY KEY AUTOINCREMENT,
     prompt        TEXT NOT NULL,
@@ -196,6 +199,7 @@ class ComparisonStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         if self.path.exists() and self.path.is_dir():
             raise UserError(f"{self.path}: is a directory, expected a comparison store file (comparisons.sqlite)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,19 +227,32 @@ class ComparisonStore:
         return conn
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE); nested uses join the outer one (see :meth:`batch`)."""
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE); nested uses join the outer one (see :meth:`batch`).
+
+        ``durable=False`` (lease bookkeeping only) commits without an fsync: still atomic, and made durable by the
+        next durable commit; a power cut may forget it, which is harmless for a lease.
+        """
         conn = self._conn()
         if conn.in_transaction:
             yield conn
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        # Threads of this process queue on a mutex (fair, no polling); other processes are kept out by SQLite's
+        # lock and wait in its busy handler.
+        with self._write_lock:
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous = FULL")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -298,6 +315,13 @@ class ComparisonStore:
                     if others:
                         raise UserError(f"{self.path}: is a SQLite file but not a comparison store (no schema_version)")
                     version = None
+                if have and "n_labels" not in {r[1] for r in c.execute("PRAGMA table_info(tasks)")}:
+                    # stores written before the label counter existed: add and fill it
+                    c.execute("ALTER TABLE tasks ADD COLUMN n_labels INTEGER NOT NULL DEFAULT 0")
+                    c.execute(
+                        "UPDATE tasks SET n_labels = (SELECT COUNT(*) FROM rankings r WHERE r.task_id = tasks.task_id "
+                        "AND r.undone_at IS NULL)"
+                    )
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         c.execute(stmt)
@@ -475,22 +499,17 @@ class ComparisonStore:
             raise UnknownTask(f"unknown task id {task_id}")
         return t
 
-    def _available_sql(self) -> str:
-        # Tasks a labeler may still be given: kind 'label', not ranked or skipped by this labeler, and needing more
-        # labels than it has plus the live leases other labelers hold on it.
-        return (
-            "SELECT t.task_id, "
-            " (SELECT COUNT(*) FROM rankings r WHERE r.task_id = t.task_id AND r.undone_at IS NULL) AS n_labels "
-            "FROM tasks t "
-            "WHERE t.kind = 'label' "
-            " AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.task_id = t.task_id AND r.labeler = :lab "
-            "                 AND r.undone_at IS NULL) "
-            " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.task_id AND s.labeler = :lab) "
-            " AND t.want_labels > "
-            "   (SELECT COUNT(*) FROM rankings r WHERE r.task_id = t.task_id AND r.undone_at IS NULL) "
-            "   + (SELECT COUNT(*) FROM leases l WHERE l.task_id = t.task_id AND l.labeler != :lab "
-            "      AND l.expires_at > :now) "
-        )
+    # Conditions (on alias t) for a task a labeler may still be given: kind 'label', still wanting labels counting
+    # the live leases other labelers hold on it, and not ranked or skipped by this labeler.  The first two conditions
+    # match the partial index tasks_open, so only open tasks are looked at.
+    _AVAILABLE = (
+        "t.kind = 'label' AND t.n_labels < t.want_labels"
+        " AND t.want_labels > t.n_labels + (SELECT COUNT(*) FROM leases l WHERE l.task_id = t.task_id"
+        "     AND l.labeler != :lab AND l.expires_at > :now)"
+        " AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.task_id = t.task_id AND r.labeler = :lab"
+        "     AND r.undone_at IS NULL)"
+        " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.task_id AND s.labeler = :lab)"
+    )
 
     def next_task(self, labeler: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> dict | None:
         """A task this labeler has not ranked or skipped and that needs more labels, or None when there is none.
@@ -502,17 +521,25 @@ class ComparisonStore:
         """
         labeler = _check_labeler(labeler)
         now = _clock()
-        with self._write() as c:
-            c.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
-            row = c.execute(
-                "SELECT a.task_id FROM (" + self._available_sql() + ") a "
-                "LEFT JOIN leases mine ON mine.task_id = a.task_id AND mine.labeler = :lab "
-                "ORDER BY (mine.task_id IS NULL), a.n_labels DESC, a.task_id LIMIT 1",
-                {"lab": labeler, "now": now},
-            ).fetchone()
+        args = {"lab": labeler, "now": now}
+        with self._write(durable=False) as c:
+            row = None
+            for sql in (
+                "SELECT t.task_id FROM leases m JOIN tasks t ON t.task_id = m.task_id WHERE m.labeler = :lab"
+                " AND m.expires_at > :now AND " + self._AVAILABLE + " ORDER BY t.task_id LIMIT 1",
+                "SELECT t.task_id FROM tasks t WHERE t.n_labels > 0 AND " + self._AVAILABLE
+                + " ORDER BY t.n_labels DESC, t.task_id LIMIT 1",
+                "SELECT t.task_id FROM tasks t WHERE t.n_labels = 0 AND " + self._AVAILABLE
+                + " ORDER BY t.task_id LIMIT 1",
+            ):
+                row = c.execute(sql, args).fetchone()
+                if row is not None:
+                    break
             if row is None:
                 return None
             task_id = int(row[0])
+            c.execute("DELETE FROM leases WHERE labeler = ? AND task_id != ?", (labeler, task_id))
+            c.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
             c.execute(
                 "INSERT OR REPLACE INTO leases(task_id, labeler, expires_at) VALUES (?, ?, ?)",
                 (task_id, labeler, now + float(lease_seconds)),
@@ -541,7 +568,7 @@ class ComparisonStore:
             ).fetchone()[0]
             skipped = c.execute("SELECT COUNT(*) FROM skips WHERE labeler = ?", (labeler,)).fetchone()[0]
             remaining = c.execute(
-                "SELECT COUNT(*) FROM (" + self._available_sql() + ")", {"lab": labeler, "now": _clock()}
+                "SELECT COUNT(*) FROM tasks t WHERE " + self._AVAILABLE, {"lab": labeler, "now": _clock()}
             ).fetchone()[0]
         return {"done": int(done), "skipped": int(skipped), "remaining": int(remaining)}
 
@@ -549,9 +576,9 @@ class ComparisonStore:
         """Label tasks: ``{"tasks", "complete" (have all wanted labels), "pending", "labels", "wanted_labels"}``."""
         with self._read() as c:
             row = c.execute(
-                "SELECT COUNT(*) AS tasks, COALESCE(SUM(n >= want_labels), 0) AS complete, COALESCE(SUM(MIN(n, want_labels)), 0) "
-                "AS labels, COALESCE(SUM(want_labels), 0) AS wanted FROM (SELECT t.want_labels, (SELECT COUNT(*) FROM "
-                "rankings r WHERE r.task_id = t.task_id AND r.undone_at IS NULL) AS n FROM tasks t WHERE t.kind = 'label')"
+                "SELECT COUNT(*) AS tasks, COALESCE(SUM(n_labels >= want_labels), 0) AS complete, "
+                "COALESCE(SUM(MIN(n_labels, want_labels)), 0) AS labels, COALESCE(SUM(want_labels), 0) AS wanted "
+                "FROM tasks WHERE kind = 'label'"
             ).fetchone()
         return {
             "tasks": int(row["tasks"]),
@@ -617,6 +644,7 @@ class ComparisonStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, labeler, json.dumps(tiers), flags_s, demonstration, source, submission_id, _now()),
             )
+            c.execute("UPDATE tasks SET n_labels = n_labels + 1 WHERE task_id = ?", (task_id,))
             c.execute("DELETE FROM leases WHERE task_id = ? AND labeler = ?", (task_id, labeler))
             return int(cur.lastrowid)
 
@@ -636,6 +664,7 @@ class ComparisonStore:
             if row is None:
                 return False
             c.execute("UPDATE rankings SET undone_at = ? WHERE ranking_id = ?", (_now(), row["ranking_id"]))
+            c.execute("UPDATE tasks SET n_labels = n_labels - 1 WHERE task_id = ?", (row["task_id"],))
             c.execute(
                 "INSERT OR REPLACE INTO leases(task_id, labeler, expires_at) VALUES (?, ?, ?)",
                 (row["task_id"], labeler, _clock() + DEFAULT_LEASE_SECONDS),
@@ -959,7 +988,7 @@ class ComparisonStore:
                 (prompt_id, prompt, now),
             )
             tcur = c.execute(
-                "INSERT INTO tasks(prompt_id, task_key, kind, k, want_labels, created_at) VALUES (?, ?, 'arena', 2, 1, ?)",
+                "INSERT INTO tasks(prompt_id, task_key, kind, k, want_labels, n_labels, created_at) VALUES (?, ?, 'arena', 2, 1, 1, ?)",
                 (prompt_id, f"arena:{vote_id}", now),
             )
             task_id = int(tcur.lastrowid)
