@@ -1,0 +1,72 @@
+"""Evaluation maths on fixed inputs, the probe and held-out loss measurements, and the report's escaping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from instructgpt.evaluation import choice_logprobs, heldout_lm_loss, probe_accuracy, wilson_interval, win_rate
+
+
+def test_wilson_interval_matches_hand_computation():
+    # 60 wins of 100: p=0.6, z=1.96 -> centre (0.6 + 1.96^2/200) / (1 + 1.96^2/100) = 0.59617...
+    lo, hi = wilson_interval(60, 100)
+    z = 1.959964
+    centre = (0.6 + z * z / 200) / (1 + z * z / 100)
+    half = z * math.sqrt(0.6 * 0.4 / 100 + z * z / 40000) / (1 + z * z / 100)
+    assert lo == pytest.approx(centre - half) and hi == pytest.approx(centre + half)
+    assert lo == pytest.approx(0.502, abs=1e-3) and hi == pytest.approx(0.691, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0) and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_win_rate_counts_ties_as_half():
+    rate, ci = win_rate([1, 1, 0, 0.5])
+    assert rate == pytest.approx(0.625)
+    assert ci[0] < 0.625 < ci[1]
+    rate, ci = win_rate([1.0] * 50 + [0.0] * 50)
+    assert rate == 0.5 and ci[0] == pytest.approx(1 - ci[1])
+    assert math.isnan(win_rate([])[0])
+
+
+def test_probe_accuracy_and_heldout_loss_on_a_tiny_model(tiny_model_dir):
+    import torch
+
+    from instructgpt.sampling import load_model
+
+    model, tok = load_model(str(tiny_model_dir), torch.device("cpu"))
+    lps = choice_logprobs(model, tok, "The capital of Alba is", [" Mira", " Toln city"])
+    # the same numbers from a plain unpadded forward pass
+    for choice, lp in zip([" Mira", " Toln city"], lps):
+        pre = tok("The capital of Alba is", add_special_tokens=False)["input_ids"]
+        cid = tok(choice, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([pre + cid])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        expect = sum(float(logp[len(pre) - 1 + i, t]) for i, t in enumerate(cid))
+        assert lp == pytest.approx(expect, abs=1e-4)
+    probes = [{"prefix": "The capital of Alba is", "choices": [" Mira", " Toln city"], "answer": int(lps[1] > lps[0])}]
+    assert probe_accuracy(model, tok, probes) == 1.0
+    loss = heldout_lm_loss(model, tok, ["The capital of Alba is Mira."] * 20, seq_len=16, max_tokens=200)
+    assert 0 < loss < 2 * math.log(len(tok))
+
+
+def test_report_escapes_model_text_and_table_formats():
+    from instructgpt.report.html import render
+    from instructgpt.stages.evaluate import format_table
+
+    m = {"win_rate_vs_sft": 0.6, "win_rate_ci95": [0.5, 0.7], "gold_score_mean": 0.8, "likert_mean": 5.0}
+    results = {
+        "judged_by": "heldout_labelers_and_gold_judge",
+        "models": {"sft": {**m, "win_rate_vs_sft": 0.5}, "ppo_ptx": m},
+        "samples": [{"id": "x", "category": "chat", "prompt": "<b>hi</b>", "answers": {"sft": "<script>alert(1)</script>", "ppo_ptx": "ok"}}],
+        "reward_model": {"accuracy_train_labelers": 0.7, "accuracy_heldout_labelers": 0.69, "labeler_agreement": 0.73},
+        "training_curves": {"ppo_ptx": {"reward": [[1, 0.1], [2, 0.3]], "kl": [[1, 0.0], [2, 0.1]]}},
+        "config": {"preset": "tiny", "seed": 0},
+    }
+    page = render(results)
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;hi&lt;/b&gt;" in page and page.count("data:image/png;base64,") == 3
+    table = format_table(results)
+    assert "ppo_ptx" in table and "0.60" in table and "[0.50,0.70]" in table and "0.690" in table
