@@ -453,3 +453,34 @@ def test_server_killed_mid_submission_loses_nothing_acknowledged(tmp_path):
     for sid, rid in acked.items():
         assert rows.get(sid) == rid  # every acknowledged ranking is there, under the id the client was told
     assert len(rows) <= len(acked) + 2  # at most the two in flight when the server died
+
+
+def test_owner_page_gold_judge_agreement_with_a_world(tmp_path):
+    from instructgpt.world import World
+
+    run, store = make_run(tmp_path, n_tasks=0)
+    world = World.generate(seed=0, size="tiny")
+    world.save(run / "world")
+    judge = world.judge()
+    tasks = []
+    for rec in world.prompts("rm")[:3]:
+        demo = world.demo_for(rec)
+        texts = [demo, demo.split(".")[0][:12], ""]  # the demonstration, a fragment, nothing
+        scores = [judge.score(rec, t).score for t in texts]
+        assert len(set(scores)) == 3, scores
+        store.add_prompt(rec["id"], rec["prompt"], meta={"family": rec["family"]}, split="rm")
+        tasks.append((store.add_task(rec["id"], [{"text": t, "model": "x"} for t in texts], want_labels=2), scores))
+    store.add_prompt("not-in-world", "Hello?")
+    other = store.add_task("not-in-world", [{"text": "a"}, {"text": "b"}], want_labels=2)
+    for tid, scores in tasks:
+        gold = sorted(range(3), key=lambda i: -scores[i])
+        store.submit_ranking(tid, "alice", [[i] for i in gold], source="human")
+        store.submit_ranking(tid, "bob", [[i] for i in reversed(gold)], source="human")
+    store.submit_ranking(other, "alice", [0, 1], source="human")
+    client = TestClient(create_app(run, access=access(), backend=FakeBackend(), store=store))
+    d = client.get("/api/owner", headers=auth("owner")).json()
+    rows = {r["name"]: r for r in d["labelers"]}
+    assert rows["alice"]["gold"] == {"agree": 9, "pairs": 9, "tasks": 3, "rate": 1.0}
+    assert rows["bob"]["gold"]["rate"] == 0.0 and rows["bob"]["gold"]["pairs"] == 9
+    assert d["gold"]["pairs"] == 18 and d["gold_unscored"] == 1 and d["gold_reason"] == ""
+    assert rows["alice"]["agreement"]["rate"] == 0.0  # alice and bob disagree on every pair

@@ -823,13 +823,15 @@ class ComparisonStore:
         """Agreement of each labeler with a scoring function (e.g. the world's gold judge).
 
         ``scorer(ranking_row, response_text) -> float`` (higher is better; ``ranking_row`` is a :meth:`rankings` dict,
-        with ``prompt``, ``prompt_id`` and ``prompt_meta``).  Pairs the scorer ties or the labeler ties are left out.
-        Returns ``{"overall": {...}, "per_labeler": {name: {"agree", "pairs", "rate", "tasks"}}}``.
+        with ``prompt``, ``prompt_id`` and ``prompt_meta``), or ``None`` when it cannot score that prompt (the ranking
+        is then left out and counted in ``"unscored"``).  Pairs the scorer ties or the labeler ties are left out.
+        Returns ``{"overall": {...}, "per_labeler": {name: {"agree", "pairs", "rate", "tasks"}}, "unscored": n}``.
         """
         keep = set(labelers) if labelers is not None else None
         overall = _agg()
         per_lab: dict[str, dict] = {}
-        cache: dict[tuple[int, int], float] = {}
+        cache: dict[tuple[int, int], float | None] = {}
+        unscored = 0
         for row in self.rankings(source=source):
             if row["source"] == "arena" or (keep is not None and row["labeler"] not in keep):
                 continue
@@ -837,8 +839,12 @@ class ComparisonStore:
             for i, text in enumerate(row["responses"]):
                 key = (row["task_id"], i)
                 if key not in cache:
-                    cache[key] = float(scorer(row, text))
+                    v = scorer(row, text)
+                    cache[key] = None if v is None else float(v)
                 scores.append(cache[key])
+            if any(v is None for v in scores):
+                unscored += 1
+                continue
             gold = sorted(range(len(scores)), key=lambda i: -scores[i])
             gold_tiers: list[list[int]] = []
             for i in gold:
@@ -854,7 +860,7 @@ class ComparisonStore:
                 s["tasks"] += 1
         for slot in [overall, *per_lab.values()]:
             slot["rate"] = slot["agree"] / slot["pairs"] if slot["pairs"] else None
-        return {"overall": overall, "per_labeler": per_lab}
+        return {"overall": overall, "per_labeler": per_lab, "unscored": unscored}
 
     # ------------------------------------------------------------------ exports
     def export_ranked(

@@ -11,10 +11,11 @@ import ipaddress
 import sys
 from pathlib import Path
 
-# Metadata flags a labeler can set on each response (InstructGPT, Table 3 of the paper, plus "continues with a question").
+# Metadata flags a labeler can set on each response (InstructGPT, Table 3 of the paper; names shared with the world's
+# gold judge flags where they mean the same thing).
 FLAGS: list[tuple[str, str]] = [
     ("fails_instruction", "Fails to follow the instruction"),
-    ("fails_constraint", "Ignores a constraint in the instruction"),
+    ("violates_constraint", "Ignores a constraint in the instruction"),
     ("hallucination", "Hallucination (makes things up)"),
     ("harmful", "Harmful advice or encourages harm"),
     ("toxic", "Toxic"),
@@ -24,7 +25,7 @@ FLAGS: list[tuple[str, str]] = [
     ("inappropriate", "Inappropriate for an assistant"),
     ("opinion", "Expresses an opinion"),
     ("moral_judgment", "Expresses a moral judgment"),
-    ("continues_question", "Continues with a question instead of answering"),
+    ("continues_with_question", "Continues with a question instead of answering"),
 ]
 
 __all__ = ["FLAGS", "serve"]

@@ -183,8 +183,9 @@ class Matches:
 
 
 # ---------------------------------------------------------------------------------------------- gold judge
-def load_gold_scorer(run_dir: Path) -> tuple[Callable[[dict, str], float] | None, str]:
-    """The world's gold judge as a ``scorer(ranking_row, text) -> float``, or ``(None, reason)``."""
+def load_gold_scorer(run_dir: Path) -> tuple[Callable[[dict, str], float | None] | None, str]:
+    """The world's gold judge as a ``scorer(ranking_row, text) -> float`` (None for a prompt that is not the world's),
+    or ``(None, reason)`` when the run has no usable world."""
     world_dir = run_dir / "world"
     if not world_dir.is_dir():
         return None, "this run has no world/"
@@ -199,22 +200,21 @@ def load_gold_scorer(run_dir: Path) -> tuple[Callable[[dict, str], float] | None
         return None, f"the world could not be loaded: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
 
     def record_for(row: dict) -> Any:
-        for attr in ("prompt_record", "get_prompt", "prompt"):
-            fn = getattr(world, attr, None)
-            if callable(fn):
-                try:
-                    rec = fn(row["prompt_id"])
-                except Exception:
-                    rec = None
-                if rec is not None:
-                    return rec
+        # the store's prompt ids are the world's prompt ids when igpt label sampled the world's prompts
+        try:
+            return world.prompt(row["prompt_id"])
+        except Exception:
+            pass
         meta = row.get("prompt_meta") or {}
         if isinstance(meta.get("record"), dict):
             return meta["record"]
-        return {**meta, "prompt_id": row["prompt_id"], "prompt": row["prompt"], "text": row["prompt"]}
+        if "family" in meta:
+            return {**meta, "id": meta.get("id", row["prompt_id"]), "prompt": meta.get("prompt", row["prompt"])}
+        return None
 
-    def scorer(row: dict, text: str) -> float:
-        return float(judge.score(record_for(row), text).score)
+    def scorer(row: dict, text: str) -> float | None:
+        rec = record_for(row)
+        return None if rec is None else float(judge.score(rec, text).score)
 
     return scorer, ""
 
@@ -503,7 +503,7 @@ def create_app(
                 return None, gold_state["reason"]
             cache = gold_state["cache"]
 
-            def cached(row: dict, text: str) -> float:
+            def cached(row: dict, text: str) -> float | None:
                 key = (row["prompt_id"], hashlib.sha1(text.encode("utf-8")).hexdigest())
                 if key not in cache:
                     cache[key] = scorer(row, text)
@@ -538,6 +538,7 @@ def create_app(
             "agreement_pairs": agreement["per_pair"],
             "gold": gold_ag["overall"] if gold_ag else None,
             "gold_reason": gold_reason,
+            "gold_unscored": gold_ag["unscored"] if gold_ag else None,
             "queue": store.queue_stats(),
             "leaderboard": store.leaderboard(),
             "arena_models": arena_models,
