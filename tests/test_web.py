@@ -484,3 +484,41 @@ def test_owner_page_gold_judge_agreement_with_a_world(tmp_path):
     assert rows["bob"]["gold"]["rate"] == 0.0 and rows["bob"]["gold"]["pairs"] == 9
     assert d["gold"]["pairs"] == 18 and d["gold_unscored"] == 1 and d["gold_reason"] == ""
     assert rows["alice"]["agreement"]["rate"] == 0.0  # alice and bob disagree on every pair
+
+
+def test_serve_entry_point_prints_login_links_once(tmp_path):
+    run, store = make_run(tmp_path, n_tasks=1)
+    store.close()
+    port = _free_port()
+    code = (f"import sys; sys.path.insert(0, {SRC!r}); from instructgpt.web import serve; "
+            f"serve({str(run)!r}, port={port}, labelers=['alice', 'bob'])")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(6)]
+        links = dict(re.findall(r"^\s+(\w+)\s+\w+\s+(http://\S+)$", "".join(lines), re.M))
+        assert set(links) == {"owner", "alice", "bob"}, lines
+        assert links["owner"].startswith(f"http://127.0.0.1:{port}/owner?token=")
+        tokens = json.loads((run / "comparisons" / "tokens.json").read_text())["tokens"]
+        assert stat.S_IMODE((run / "comparisons" / "tokens.json").stat().st_mode) == 0o600
+        alice = links["alice"].split("token=")[1]
+        assert {t["name"]: t["token"] for t in tokens}["alice"] == alice
+        base = f"http://127.0.0.1:{port}"
+        _wait_up(base)
+        r = httpx.get(base + "/api/me", headers={"Authorization": f"Bearer {alice}"})
+        assert r.json()["name"] == "alice"
+        assert httpx.get(links["alice"]).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # a second start creates nothing new and prints no token
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        out = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
+        assert "token=" not in out.replace("token=<token>", "") and "tokens.json" in out, out
+    finally:
+        proc.kill()
+        proc.wait()
