@@ -105,6 +105,8 @@ def run(cfg: RunConfig) -> Path:
     for name, module, cls_name in STAGES:
         mod = importlib.import_module(module)
         configs.append((name, mod, stage_config(name, getattr(mod, cls_name), cfg, run_dir)))
+        if name == cfg.stop_after:
+            break
     total0 = time.time()
     print(f"igpt run: preset {cfg.preset}, run directory {run_dir}", file=sys.stderr)
     for name, mod, sub in configs:

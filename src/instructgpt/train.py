@@ -336,8 +336,10 @@ def truncate_metrics(path: str | Path, max_step: int) -> None:
 def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, unit: str = "step") -> Any:
     from tqdm.auto import tqdm
 
+    # on a terminal the bar redraws every second; in a log file, a line every 30 seconds is enough
+    interval = 1.0 if sys.stderr.isatty() else 30.0
     return tqdm(
-        total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, file=sys.stderr, mininterval=1.0
+        total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, file=sys.stderr, mininterval=interval
     )
 
 

@@ -101,7 +101,10 @@ def _generate(model: Any, tok: Any, prompts: list[Any], mode: str, cfg: EvalConf
     ids = [encode_prompt(tok, p, chat=(mode == "chat")) for p in prompts]
     sampler = TorchSampler(model, tok.pad_token_id, batch_size=cfg.batch_size)
     params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 0, cfg.top_p, seed, stops)
-    return decode_responses(tok, sampler.generate(ids, params), stops)
+    texts = decode_responses(tok, sampler.generate(ids, params), stops)
+    if mode == "few_shot":  # the few-shot examples are separated by a blank line: the answer ends where the next example would start
+        texts = [t.strip("\n").split("\n\n")[0] for t in texts]
+    return texts
 
 
 def _rate(flags: list[dict], key: str) -> float:
