@@ -273,7 +273,11 @@ def test_arena_needs_two_models(tmp_path):
 
 def test_real_sampling_backend_streams_a_tiny_model(tmp_path, tiny_model_dir):
     run, store = make_run(tmp_path, n_tasks=1)
-    app = create_app(run, access=access(), store=store, models=[f"sft={tiny_model_dir}", f"ppo={tiny_model_dir}"])
+    from instructgpt.web.backends import SamplingBackend
+
+    dirs = resolve_models(run, [f"sft={tiny_model_dir}", f"ppo={tiny_model_dir}"])
+    backend = SamplingBackend(dirs, max_new_tokens=12, device="cpu")
+    app = create_app(run, access=access(), store=store, backend=backend, models=list(dirs))
     client = TestClient(app)
     mid = client.post("/api/arena/match", headers=auth("alice"), json={"prompt": "Hello there."}).json()["match_id"]
     for side in "ab":
@@ -315,6 +319,12 @@ def test_tokens_file_created_0600_and_reused(tmp_path):
 def test_serve_and_models_user_errors(tmp_path):
     with pytest.raises(UserError, match="not a directory"):
         serve(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="igpt label --run"):
+        serve(str(tmp_path))  # no comparisons/ yet: serve does not create the folder igpt label owns
+    (tmp_path / "comparisons.partial").mkdir()
+    with pytest.raises(UserError, match="--resume"):
+        serve(str(tmp_path))
+    assert not (tmp_path / "comparisons").exists()
     (tmp_path / "sft").mkdir()
     (tmp_path / "sft" / "config.json").write_text("{}")
     (tmp_path / "ppo").mkdir()  # not a model folder

@@ -51,8 +51,9 @@ def serve(
     """Run the labeling / arena web server until interrupted (``igpt serve``).
 
     Args:
-        run_dir: the run folder (``--run``). The comparison store is ``<run>/comparisons/comparisons.sqlite`` (created
-            if missing; ``igpt label --labeler human`` queues the tasks the label page shows).
+        run_dir: the run folder (``--run``). The comparison store is ``<run>/comparisons/comparisons.sqlite``; the
+            ``comparisons`` folder must exist (``igpt label --labeler human`` creates it and queues the tasks the label
+            page shows; ``--labeler sim`` runs work too, for the arena and the owner page).
         host: interface to listen on (``--host``); 127.0.0.1 by default. Anything else prints a warning: tokens travel
             in clear text without TLS.
         port: TCP port (``--port``), default 8000.
@@ -72,6 +73,16 @@ def serve(
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"--run {run_dir}: not a directory")
+    comparisons = run / "comparisons"
+    if not comparisons.is_dir():
+        # igpt label owns <run>/comparisons/ (it writes <run>/comparisons.partial/ and renames it when done); creating
+        # the folder here would make a later igpt label refuse the run or, with --overwrite, delete what was served.
+        hint = " (an interrupted run is in comparisons.partial: finish it with --resume)" if (
+            run / "comparisons.partial").is_dir() else ""
+        raise UserError(
+            f"--run {run_dir}: no comparison store yet{hint}; run `igpt label --run {run_dir} --labeler human` first "
+            "(it samples responses and queues them for the label page)"
+        )
     if not isinstance(port, int) or not 0 < port < 65536:
         raise UserError(f"--port {port}: must be 1..65535")
 
