@@ -1,0 +1,550 @@
+"""Step 3b, the reward model: learn to score responses so that better-ranked ones score higher.
+
+The story of the stage: read the comparisons (the run's comparison store by default, or ranked / pairwise / Anthropic HH
+JSONL files); keep the held-out ones apart; turn the SFT model into a sequence-classification model with a scalar head
+on the last token; train one epoch with InstructGPT's loss, where all C(K, 2) pairs of a prompt form ONE batch element
+and each response gets ONE forward pass (``--shuffle-pairs`` instead trains on the pairs as independent examples, the
+ablation that overfits); then add a bias so the labelers' demonstrations average a reward of 0, store the std, and
+measure: pairwise accuracy on held-out comparisons from training and from held-out labelers next to the labelers' own
+agreement (the ceiling), and, on the built-in world, the correlation of the reward with the gold judge's score.
+
+Output ``<run>/rm/``: a standard Hugging Face sequence-classification folder (``AutoModelForSequenceClassification``
+loads it) with ``config.reward_bias`` and ``config.reward_std``, ``reward_stats.json`` and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import StageConfig, check_positive, check_range, field, save_config
+from ..errors import UserError
+from ..rundir import begin_output, finish_output, partial_path
+
+PAPER = {"accuracy_train_labelers": 0.724, "accuracy_heldout_labelers": 0.696, "labeler_agreement": 0.726}
+
+
+@dataclasses.dataclass
+class RewardConfig(StageConfig):
+    """Train a reward model on K-way rankings (all pairs of a prompt in one batch element) or pairwise files."""
+
+    stage: ClassVar[str] = "rm"
+    presets: ClassVar[dict] = {
+        "tiny": dict(batch_size=8, lr=1e-3, warmup_steps=2, eval_every=0, checkpoint_every=20),
+        "default": dict(batch_size=16, lr=2e-4, warmup_steps=4, eval_every=10, checkpoint_every=20),
+        "gpu": dict(batch_size=64, lr=1e-5, warmup_steps=10, eval_every=50, checkpoint_every=100),
+    }
+
+    data: list[str] = field([], "comparisons: ranked / pairwise / HH JSONL(.gz) files or a comparisons.sqlite "
+                                "(default: <run>/comparisons/comparisons.sqlite)")
+    eval_data: list[str] = field([], "held-out comparisons for accuracy (default: the store's held-out split, else --val-fraction of --data)")
+    run: str = field("", "run directory; reads <run>/comparisons, <run>/sft, <run>/world; writes <run>/rm")
+    out: str = field("", "output folder (overrides <run>/rm)")
+    model: str = field("", "backbone: a causal LM folder or hub id (default: <run>/sft)")
+    world: str = field("", "world folder for the demonstrations and the gold judge (default: <run>/world when it exists)")
+    demonstrations: str = field("", "demonstrations JSONL for the reward bias (default: the world's; else the best-ranked responses)")
+    epochs: int = field(1, "passes over the training comparisons (InstructGPT: 1)")
+    batch_size: int = field(16, "comparisons (prompts with all their pairs) per micro-batch per process")
+    grad_accum: int = field(1, "micro-batches per optimiser step")
+    lr: float = field(2e-4, "peak learning rate")
+    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay; InstructGPT: 0.1)")
+    warmup_steps: int = field(4, "linear warmup steps")
+    weight_decay: float = field(0.0, "AdamW weight decay on weight matrices")
+    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)")
+    dropout: float = field(0.0, "residual dropout while training")
+    max_len: int = field(0, "longest (prompt + response) in tokens; longer ones keep their end (0 = the model's context)")
+    shuffle_pairs: bool = field(False, "ablation: train on the pairs shuffled as independent examples (overfits, InstructGPT 3.5)")
+    group_pairs: bool = field(True, "merge pairwise lines of the same prompt and labeler into one batch element")
+    empty_responses: str = field("skip", "empty responses in --data files: skip (reported), keep, or error")
+    val_fraction: float = field(0.05, "share of file comparisons held out when there is no held-out split or --eval-data")
+    max_comparisons: int = field(0, "train on at most this many comparisons (0 = all)")
+    eval_every: int = field(10, "held-out accuracy every N steps (0 = only at the end)")
+    checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)")
+    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)")
+    resume: bool = field(False, "continue an interrupted run from its last checkpoint")
+    overwrite: bool = field(False, "replace an existing output folder")
+    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    device: str = field("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = field(0, "random seed (head init, data order)")
+    tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
+    wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
+    progress: bool = field(True, "show a progress bar")
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _paths(cfg: RewardConfig) -> dict[str, Any]:
+    run = Path(cfg.run) if cfg.run else None
+    out = Path(cfg.out) if cfg.out else (run / "rm" if run else None)
+    if out is None:
+        raise UserError("--out: give an output folder (or --run)")
+    model = cfg.model or (str(run / "sft") if run else "")
+    if not model:
+        raise UserError("--model: give the backbone model (or --run with an sft model in it)")
+    if run and not cfg.model and not (run / "sft" / "config.json").is_file():
+        raise UserError(f"{run / 'sft'} is missing: run igpt sft first, or pass --model")
+    data = list(cfg.data) or ([str(run / "comparisons" / "comparisons.sqlite")] if run else [])
+    if not data:
+        raise UserError("--data: give comparison files or a comparisons.sqlite (or --run)")
+    world = Path(cfg.world) if cfg.world else (run / "world" if run and (run / "world").exists() else None)
+    return {"out": out, "model": model, "data": data, "world": world}
+
+
+def validate(cfg: RewardConfig) -> None:
+    check_positive(cfg, "epochs", "batch_size", "grad_accum", "lr")
+    check_range(cfg, "val_fraction", 0.0, 0.5)
+    check_range(cfg, "dropout", 0.0, 0.9)
+    check_range(cfg, "min_lr_ratio", 0.0, 1.0)
+    if cfg.max_len < 0 or cfg.max_comparisons < 0 or cfg.warmup_steps < 0:
+        raise UserError("--max-len, --max-comparisons and --warmup-steps must be >= 0")
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
+    if cfg.empty_responses not in ("skip", "keep", "error"):
+        raise UserError(f"--empty-responses: must be skip, keep or error, got '{cfg.empty_responses}'")
+
+
+def load_data(cfg: RewardConfig, data: list[str]) -> tuple[list, list, Any]:
+    """(training comparisons, held-out comparisons, skip report); pairwise lines grouped by prompt with --group-pairs."""
+    import hashlib
+
+    from ..data.preferences import SkipReport, group_pairwise, prompt_key, read_sources
+
+    skips = SkipReport()
+    comps = read_sources(data, cfg.empty_responses, skips)
+    train = [c for c in comps if not c.heldout]
+    held = [c for c in comps if c.heldout]
+    if cfg.eval_data:
+        extra = read_sources(list(cfg.eval_data), cfg.empty_responses, skips)
+        for c in extra:
+            c.heldout = True
+        held += extra
+    elif not held and cfg.val_fraction > 0:
+        # hold out whole prompts (by a hash of the prompt), so no prompt is both trained and evaluated on
+        def frac(c: Any) -> float:
+            return int(hashlib.sha1(prompt_key(c.prompt).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+        held = [c for c in train if frac(c) < cfg.val_fraction]
+        train = [c for c in train if frac(c) >= cfg.val_fraction]
+    if not train:
+        raise UserError(f"no training comparisons in {', '.join(data)} ({skips.summary()})")
+    if cfg.group_pairs:
+        train, held = group_pairwise(train), group_pairwise(held)
+    if cfg.max_comparisons:
+        train = train[: cfg.max_comparisons]
+    return train, held, skips
+
+
+class Encoder:
+    """Token ids of (prompt, response), cached: a response shared by many pairs is tokenised once."""
+
+    def __init__(self, tok: Any, max_len: int):
+        from ..reward_model import encode_pair
+
+        self.tok, self.max_len, self._encode = tok, max_len, encode_pair
+        self.cache: dict[tuple[str, str], list[int]] = {}
+        self.truncated = 0
+
+    def __call__(self, prompt: Any, response: str) -> list[int]:
+        from ..data.preferences import prompt_key
+
+        key = (prompt_key(prompt), response)
+        if key not in self.cache:
+            ids, cut = self._encode(self.tok, prompt, response, self.max_len)
+            self.truncated += cut
+            self.cache[key] = ids
+        return self.cache[key]
+
+    def comparison(self, c: Any) -> tuple[list[list[int]], list[tuple[int, int]]]:
+        return [self(c.prompt, r) for r in c.responses], c.pairs
+
+
+# ---------------------------------------------------------------------------------------------- the model
+def build_reward_model(backbone: str, tok: Any, seed: int) -> Any:
+    """The backbone as a 1-output sequence-classification model (HF loads the trunk; we init the head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from ..reward_model import init_head
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load backbone from {backbone}: {str(e).splitlines()[0]}") from None
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = tok.pad_token_id
+    model.config.problem_type = "regression"
+    init_head(model, seed)
+    return model
+
+
+def reward_forward(model: Any) -> Any:
+    """A module whose forward returns the rewards (B,), so DDP sees one call per micro-batch."""
+    import torch
+
+    from ..reward_model import raw_rewards
+
+    class RewardForward(torch.nn.Module):
+        def __init__(self, m: Any):
+            super().__init__()
+            self.rm = m
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return raw_rewards(self.rm, input_ids, attention_mask)
+
+    return RewardForward(model)
+
+
+def score_sequences(model: Any, seqs: list[list[int]], pad_id: int, device: Any, autocast: Any, batch_size: int = 64) -> list[float]:
+    """Raw rewards (no bias) of token sequences, in eval mode."""
+    import torch
+
+    from ..reward_model import raw_rewards
+
+    was = model.training
+    model.eval()
+    out: list[float] = []
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
+    vals = [0.0] * len(seqs)
+    with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            width = max(len(seqs[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
+                mask[r, : len(seqs[i])] = 1
+            for i, v in zip(idx, raw_rewards(model, ids.to(device), mask.to(device)).float().cpu().tolist()):
+                vals[i] = v
+    out = vals
+    if was:
+        model.train()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def group_items(comparisons: list[Any]) -> list[dict]:
+    """Held-out comparisons grouped by task: the responses are scored once, every labeler's ranking is checked."""
+    items: dict[str, dict] = {}
+    for c in comparisons:
+        key = f"task:{c.task}" if c.task else f"at:{c.where}"
+        it = items.setdefault(key, {"prompt": c.prompt, "responses": c.responses, "prompt_id": c.prompt_id, "rankings": []})
+        if it["responses"] != c.responses:  # same task id, different responses: keep apart
+            it = items.setdefault(f"at:{c.where}", {"prompt": c.prompt, "responses": c.responses, "prompt_id": c.prompt_id, "rankings": []})
+        it["rankings"].append({"pairs": c.pairs, "labeler": c.labeler, "pool": c.pool})
+    return list(items.values())
+
+
+def pair_agreement(items: list[dict], pools: tuple[str, str] | None = None) -> dict:
+    """Inter-labeler agreement over items with two or more rankings (the comparison store's definition: each pair of
+    responses both labelers ordered strictly counts once). ``pools=("train", "heldout")``: only cross-pool pairs."""
+    agree = pairs = tasks = 0
+    for it in items:
+        rs = it["rankings"]
+        counted = False
+        for a in range(len(rs)):
+            for b in range(a + 1, len(rs)):
+                if rs[a]["labeler"] == rs[b]["labeler"]:
+                    continue
+                if pools is not None and {rs[a]["pool"], rs[b]["pool"]} != set(pools):
+                    continue
+                if pools is None and not (rs[a]["pool"] == rs[b]["pool"] == "train"):
+                    continue
+                order_b = {(i, j) for i, j in rs[b]["pairs"]}
+                for i, j in set(rs[a]["pairs"]):
+                    if (i, j) in order_b:
+                        agree += 1
+                        pairs += 1
+                    elif (j, i) in order_b:
+                        pairs += 1
+                counted = True
+        tasks += counted
+    return {"rate": agree / pairs if pairs else None, "pairs": pairs, "tasks": tasks}
+
+
+def _accuracy(items: list[dict], scores: list[list[float]], pool: str | None) -> dict:
+    right = total = 0.0
+    for it, s in zip(items, scores):
+        for r in it["rankings"]:
+            if pool is not None and r["pool"] != pool:
+                continue
+            for i, j in r["pairs"]:
+                total += 1
+                right += 1.0 if s[i] > s[j] else (0.5 if s[i] == s[j] else 0.0)
+    return {"rate": right / total if total else None, "pairs": int(total)}
+
+
+def _pearson(x: list[float], y: list[float]) -> float | None:
+    n = len(x)
+    if n < 3:
+        return None
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in x))
+    sy = math.sqrt(sum((b - my) ** 2 for b in y))
+    return sxy / (sx * sy) if sx > 0 and sy > 0 else None
+
+
+def _ranks(v: list[float]) -> list[float]:
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    ranks = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for t in range(i, j + 1):
+            ranks[order[t]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def evaluate(model: Any, items: list[dict], encode: Encoder, pad_id: int, device: Any, autocast: Any,
+             gold: dict[str, Any] | None = None) -> dict:
+    """Held-out accuracy by labeler pool (and overall), and with a gold judge, reward-vs-gold correlation."""
+    flat = [encode(it["prompt"], r) for it in items for r in it["responses"]]
+    raw = score_sequences(model, flat, pad_id, device, autocast) if flat else []
+    scores, n = [], 0
+    for it in items:
+        scores.append(raw[n : n + len(it["responses"])])
+        n += len(it["responses"])
+    acc_tr, acc_ho, acc_all = _accuracy(items, scores, "train"), _accuracy(items, scores, "heldout"), _accuracy(items, scores, None)
+    out: dict[str, Any] = {
+        "accuracy_train_labelers": acc_tr["rate"], "pairs_train_labelers": acc_tr["pairs"],
+        "accuracy_heldout_labelers": acc_ho["rate"], "pairs_heldout_labelers": acc_ho["pairs"],
+        "accuracy_all": acc_all["rate"], "eval_items": len(items),
+    }
+    if gold:
+        judge, records = gold["judge"], gold["records"]
+        xs, ys, right, total, lab_right, lab_total = [], [], 0.0, 0, 0, 0
+        for it, s in zip(items, scores):
+            rec = records.get(it["prompt_id"])
+            if rec is None:
+                continue
+            g = [float(judge.score(rec, r).score) for r in it["responses"]]
+            xs += s
+            ys += g
+            for i in range(len(g)):
+                for j in range(len(g)):
+                    if g[i] > g[j]:
+                        total += 1
+                        right += 1.0 if s[i] > s[j] else (0.5 if s[i] == s[j] else 0.0)
+            for r in it["rankings"]:
+                for i, j in r["pairs"]:
+                    if g[i] != g[j]:
+                        lab_total += 1
+                        lab_right += g[i] > g[j]
+        if xs:
+            out["gold_correlation"] = _pearson(xs, ys)
+            out["gold_spearman"] = _pearson(_ranks(xs), _ranks(ys))
+            out["accuracy_vs_gold"] = right / total if total else None
+            out["labelers_vs_gold"] = lab_right / lab_total if lab_total else None
+            out["gold_responses"] = len(xs)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- bias normalisation
+def demonstration_pairs(cfg: RewardConfig, world: Any, train: list[Any]) -> tuple[list[tuple[Any, str]], str]:
+    """(prompt, response) pairs whose mean reward is set to 0, and where they came from."""
+    from ..data.preferences import demonstration_pair, read_demonstrations
+
+    if cfg.demonstrations:
+        return read_demonstrations(cfg.demonstrations), str(cfg.demonstrations)
+    if world is not None and hasattr(world, "demonstrations"):
+        pairs = [demonstration_pair(d, f"world demonstration {d.get('id')}") for d in world.demonstrations("rm")]
+        pairs = [p for p in pairs if p is not None]
+        if pairs:
+            return pairs, "world demonstrations (rm split)"
+    best = []
+    for c in train:
+        if c.ranking:
+            best.append((c.prompt, c.responses[c.ranking[0][0]]))
+    return best, "best-ranked responses of the training comparisons (no demonstrations given)"
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+def run(cfg: RewardConfig) -> Path:
+    import torch
+
+    from ..data.preferences import shuffle_into_pairs
+    from ..models import autocast_dtype, enable_residual_dropout, save_model
+    from ..reward_model import STATS_FILE, collate, ranking_loss
+    from ..tokenizer import load_tokenizer
+    from ..train import (
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint,
+        init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
+    )
+    from . import label as label_stage
+
+    validate(cfg)
+    paths = _paths(cfg)
+    out: Path = paths["out"]
+    d = init_distributed(cfg.device)
+    try:
+        work = partial_path(out)
+        if out.exists() and not cfg.overwrite:
+            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
+        if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
+            raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
+        seed_everything(cfg.seed)
+        train, held, skips = load_data(cfg, paths["data"])
+        world = label_stage.load_world(paths["world"]) if paths["world"] is not None else None
+        tok = load_tokenizer(paths["model"])
+        model = build_reward_model(paths["model"], tok, cfg.seed)
+        max_len = cfg.max_len or int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        encode = Encoder(tok, max_len)
+        # InstructGPT: one batch element per prompt with all its pairs; the ablation: every pair on its own
+        examples = [encode.comparison(c) for c in (shuffle_into_pairs(train) if cfg.shuffle_pairs else train)]
+        items = group_items(held)
+        gold = None
+        if world is not None and hasattr(world, "judge"):
+            gold = {"judge": world.judge(), "records": {str(r["id"]): r for r in world.prompts("rm")}}
+        if d.is_main:
+            begin_output(out, overwrite=cfg.overwrite, resume=cfg.resume)
+        barrier(d)
+
+        enable_residual_dropout(model, cfg.dropout)
+        model.to(d.device)
+        model.train()
+        autocast = autocast_dtype(d.device, cfg.precision)
+        opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        per_step = cfg.batch_size * cfg.grad_accum * d.world_size
+        steps_per_epoch = max(1, len(examples) // per_step if d.enabled else math.ceil(len(examples) / per_step))
+        total_steps = steps_per_epoch * cfg.epochs
+
+        step = 0
+        if cfg.resume and has_checkpoint(work):
+            step = load_checkpoint(work, {"model": model}, {"model": opt})["step"]
+            if d.is_main:
+                truncate_metrics(work / "metrics.jsonl", step)
+        fwd = wrap_ddp(reward_forward(model), d)
+        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
+                            config=dataclasses.asdict(cfg))
+        n_pairs = sum(len(p) for _, p in examples)
+        n_responses = sum(len(ids) for ids, _ in examples)
+        if d.is_main and step == 0:
+            log.log(0, train_comparisons=len(examples), train_pairs=n_pairs, train_responses=n_responses,
+                    eval_items=len(items), skipped=skips.total, truncated=encode.truncated, shuffle_pairs=cfg.shuffle_pairs)
+            print(f"igpt rm: {len(examples)} training comparisons ({n_pairs} pairs, {n_responses} responses), "
+                  f"{len(items)} held-out; skipped: {skips.summary()}")
+
+        bar = progress(total_steps, "rm", enabled=d.is_main and cfg.progress, initial=step)
+        last_stop = min(total_steps, cfg.stop_after) if cfg.stop_after > 0 else total_steps
+        t0, seen, ev = time.time(), 0, {}
+        while step < last_stop:
+            epoch, pos = divmod(step, steps_per_epoch)
+            order = list(range(len(examples)))
+            random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
+            mine = order[pos * per_step : (pos + 1) * per_step][d.rank :: d.world_size]
+            lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+            set_lr(opt, lr)
+            loss_sum, acc_sum = 0.0, 0.0
+            micro_batches = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)] or [[]]
+            for mi, idx in enumerate(micro_batches):
+                if not idx:
+                    continue
+                batch = collate([examples[i] for i in idx], tok.pad_token_id).to(d.device)
+                sync = mi == len(micro_batches) - 1 or not d.enabled
+                ctx = fwd.no_sync() if (d.enabled and not sync) else _nullcontext()
+                with ctx, torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
+                    rewards = fwd(batch.input_ids, batch.attention_mask)
+                    loss, st = ranking_loss(rewards.float(), batch.pairs, batch.pair_group, batch.n_groups)
+                    (loss * len(idx) / max(1, len(mine))).backward()
+                loss_sum += float(loss.detach()) * len(idx)
+                acc_sum += st["acc"] * len(idx)
+                seen += len(idx)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            train_loss = all_reduce_mean(loss_sum / max(1, len(mine)), d)
+            check_finite("reward-model loss", train_loss, f"step {step}")
+            row: dict[str, Any] = {"loss": train_loss, "acc": all_reduce_mean(acc_sum / max(1, len(mine)), d), "lr": lr,
+                                   "grad_norm": grad_norm, "comparisons_per_s": seen * d.world_size / max(time.time() - t0, 1e-9)}
+            if items and d.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                ev = evaluate(model, items, encode, tok.pad_token_id, d.device, autocast)
+                row.update({f"eval_{k}": v for k, v in ev.items() if v is not None})
+            log.log(step, **row)
+            bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{row['acc']:.2f}",
+                            eval=f"{ev.get('accuracy_all'):.2f}" if ev.get("accuracy_all") is not None else "-")
+            bar.update(1)
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop:
+                if d.is_main:
+                    save_checkpoint(work, {"model": model}, {"model": opt}, {"step": step})
+                barrier(d)
+        bar.close()
+        if step < total_steps:  # stopped early on purpose: keep the partial folder and its checkpoint
+            log.close()
+            return work
+        if d.is_main:
+            model.eval()
+            demos, demo_source = demonstration_pairs(cfg, world, train)
+            demo_raw = score_sequences(model, [encode(p, r) for p, r in demos], tok.pad_token_id, d.device, autocast)
+            mean = sum(demo_raw) / len(demo_raw)
+            std = math.sqrt(sum((x - mean) ** 2 for x in demo_raw) / max(1, len(demo_raw) - 1)) if len(demo_raw) > 1 else 1.0
+            model.config.reward_bias = float(-mean)
+            model.config.reward_std = float(std) if std > 0 else 1.0
+            stats = {"reward_bias": model.config.reward_bias, "reward_std": model.config.reward_std,
+                     "demonstrations": len(demo_raw), "demonstrations_source": demo_source,
+                     "formula": "reward = score(last real token) + reward_bias; normalised reward = reward / reward_std"}
+            final = {"final": True, **evaluate(model, items, encode, tok.pad_token_id, d.device, autocast, gold)} if items else {"final": True}
+            final.update(agreement(train, held))
+            final.update(reward_bias=stats["reward_bias"], reward_std=stats["reward_std"], train_comparisons=len(examples),
+                         train_pairs=n_pairs, skipped=skips.total, truncated=encode.truncated, shuffle_pairs=cfg.shuffle_pairs,
+                         seconds=round(time.time() - t0, 1))
+            log.log(step, **final)
+            log.close()
+            save_model(model, tok, work)
+            (work / STATS_FILE).write_text(json.dumps(stats, indent=1))
+            (work / "skipped.txt").write_text(skips.summary() + "\n")
+            save_config(cfg, work)
+            shutil.rmtree(work / "checkpoint", ignore_errors=True)
+            finish_output(work, out, {"step": step, **{k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}})
+            print_summary(out, final, stats)
+        else:
+            log.close()
+        barrier(d)
+        return out
+    finally:
+        cleanup_distributed(d)
+
+
+def agreement(train: list[Any], held: list[Any]) -> dict:
+    """The ceiling: training labelers with each other (tasks they both ranked, training and held-out) and training vs
+    held-out labelers (the held-out split)."""
+    both = group_items(train + held)
+    tr = pair_agreement(both)
+    cross = pair_agreement(group_items(held), ("train", "heldout"))
+    return {"labeler_agreement": tr["rate"], "agreement_train_pairs": tr["pairs"],
+            "agreement_train_vs_heldout": cross["rate"], "agreement_cross_pairs": cross["pairs"]}
+
+
+def print_summary(out: Path, m: dict, stats: dict) -> None:
+    def pct(x: Any) -> str:
+        return f"{100 * x:5.1f}%" if isinstance(x, (int, float)) else "    -"
+
+    print(f"reward model: {out}")
+    print(f"  held-out accuracy, training labelers   {pct(m.get('accuracy_train_labelers'))}  ({m.get('pairs_train_labelers', 0)} pairs)"
+          f"   InstructGPT {100 * PAPER['accuracy_train_labelers']:.1f}%")
+    print(f"  held-out accuracy, held-out labelers   {pct(m.get('accuracy_heldout_labelers'))}  ({m.get('pairs_heldout_labelers', 0)} pairs)"
+          f"   InstructGPT {100 * PAPER['accuracy_heldout_labelers']:.1f}%")
+    print(f"  labeler agreement (the ceiling)        {pct(m.get('labeler_agreement'))}  training labelers ({m.get('agreement_train_pairs', 0)} pairs);"
+          f" {pct(m.get('agreement_train_vs_heldout'))} training vs held-out   InstructGPT 72.6 +- 1.5%")
+    if m.get("gold_correlation") is not None:
+        print(f"  reward vs gold judge                   Pearson {m['gold_correlation']:.3f}, Spearman {m['gold_spearman']:.3f},"
+              f" pairwise {pct(m.get('accuracy_vs_gold'))} (labelers vs gold {pct(m.get('labelers_vs_gold'))})")
+    print(f"  reward bias {stats['reward_bias']:+.4f}, std {stats['reward_std']:.4f} on {stats['demonstrations']} demonstrations"
+          f" ({stats['demonstrations_source']})")
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
