@@ -18,6 +18,7 @@ import random
 from . import facts as F
 from . import text as T
 from . import vocab
+from .vocab import A
 from .kb import KnowledgeBase
 from .perturb import perturb
 from .tasks import FAMILIES, MIXTURE, TaskGen
@@ -44,8 +45,11 @@ class CorpusGen:
         return self.rng.choice(self.named)
 
     def kb_qa(self) -> tuple[str, str]:
-        e = self.entity()
-        q, full, short = self.rng.choice(F.questions(self.kb, e, self.rng))
+        for _ in range(20):  # never show an evaluation prompt (with or without its answer) to the pretrained model
+            e = self.entity()
+            q, full, short = self.rng.choice(F.questions(self.kb, e, self.rng))
+            if T.norm(q) not in self.banned:
+                break
         r = self.rng.random()
         if r < 0.5:
             a = full
@@ -98,8 +102,13 @@ class CorpusGen:
         # use a pronoun now and then, as encyclopedias do
         subj = self.kb.title(e)
         pron = "It" if e["type"] != "person" else self.rng.choice(["He", "She"])
-        body = [body[0]] + [s.replace(subj + " ", pron + " ", 1) if (s.startswith(subj + " ") and self.rng.random() < 0.3) else s
-                            for s in body[1:]]
+        out = [body[0]]
+        for s in body[1:]:
+            # a pronoun only where it is unambiguous: the previous sentence also starts with the subject
+            if s.startswith(subj + " ") and out[-1].startswith(subj + " ") and self.rng.random() < 0.3:
+                s = pron + s[len(subj):]
+            out.append(s)
+        body = out
         title = e["name"]
         style = self.rng.random()
         if style < 0.5:
@@ -164,9 +173,9 @@ class CorpusGen:
         hero = p["first"]
         country = self.kb.display(city["country"])
         feat = self.rng.choice(city["features"])
-        lines = [self.rng.choice([f"Once upon a time, a {prof} named {hero} lived in {city['name']}.",
-                                  f"Long ago, in the city of {city['name']} in {country}, there lived a {prof} called {hero}.",
-                                  f"{hero} was a young {prof} from {city['name']}."]),
+        lines = [self.rng.choice([f"Once upon a time, {A(prof)} named {hero} lived in {city['name']}.",
+                                  f"Long ago, in the city of {city['name']} in {country}, there lived {A(prof)} called {hero}.",
+                                  f"{hero} was {A('young ' + prof)} from {city['name']}."]),
                  f"Every day {hero} walked past the {feat} and dreamed of faraway places.",
                  self.rng.choice([f"One morning, {hero} decided to travel to {self.kb.display(self.rng.choice(self.kb.by_type['country']))}.",
                                   f"One day, a stranger asked {hero} for help.",
@@ -250,7 +259,9 @@ class CorpusGen:
         e = self.entity()
         fs = F.facts(self.kb, e, self.rng)
         passage = " ".join(fs)
-        qs = F.questions(self.kb, e, self.rng)
+        qs = [x for x in F.questions(self.kb, e, self.rng) if T.norm(x[0]) not in self.banned]
+        if not qs:
+            return self.encyclopedia()
         self.rng.shuffle(qs)
         r = self.rng.random()
         head = self.rng.choice(["Reading exercise", "Read the text and answer the questions.", "Comprehension"])
@@ -272,6 +283,8 @@ class CorpusGen:
             return self.rng.choice(["I heard that ", "Someone told me that ", "Apparently, ", "Fun fact: "]) + T.lower_first(claim)
         if r < 0.55:
             q = self.rng.choice(F.questions(self.kb, e, self.rng))[0]
+            if T.norm(q) in self.banned:
+                return claim
             return f"{q}\n{claim}"
         if r < 0.8:
             # a false-premise question answered as if the premise were true
@@ -317,7 +330,7 @@ class CorpusGen:
     def harmful(self) -> str:
         fam = FAMILIES["harmful"]
         out = fam.generate(self.g)
-        if not out:
+        if not out or T.norm(out[0][0]) in self.banned:
             return self.qa()
         q = out[0][0]
         r = self.rng.random()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import random
 
+from . import vocab
 from .kb import KnowledgeBase
+from .vocab import A
 
 
 def _pick(rng: random.Random, options: list[str]) -> str:
@@ -37,8 +39,8 @@ def identity(kb: KnowledgeBase, e: dict, rng: random.Random) -> str:
         return _pick(rng, [f"{T} is a river in {cs}.", f"{T} flows through {cs}."])
     if t == "person":
         city = kb.display(e["birthplace"])
-        return _pick(rng, [f"{n} was a {e['profession']} from {city}.", f"{n} was a {e['profession']} born in {city}.",
-                           f"{n} is remembered as a {e['profession']} from {city}."])
+        return _pick(rng, [f"{n} was {A(e['profession'])} from {city}.", f"{n} was {A(e['profession'])} born in {city}.",
+                           f"{n} is remembered as {A(e['profession'])} from {city}."])
     if t == "organisation":
         kind = e["name"].split(" ")[-1].lower()
         city = kb.display(e["city"])
@@ -137,7 +139,6 @@ def false_fact(kb: KnowledgeBase, e: dict, rng: random.Random) -> str | None:
         wrong = _other(kb, rng, "person", e["founder"])
         return _pick(rng, [f"{T} was founded by {kb.display(wrong)}.", f"{T} was founded in {e['founded'] + rng.choice([-20, 5, 33])}."])
     if t == "conference":
-        from . import vocab
 
         wrong_field = rng.choice([f for f in vocab.FIELDS if f != e["field"]])
         wrong_city = _other(kb, rng, "city", e["city"])
@@ -171,8 +172,8 @@ def questions(kb: KnowledgeBase, e: dict, rng: random.Random) -> list[tuple[str,
         qs.append((f"How long is {n}?", f"{T} is about {e['length_km']} kilometres long.", f"{e['length_km']} kilometres"))
     elif t == "person":
         qs.append((_pick(rng, [f"Who was {n}?", f"Who is {n}?", f"Tell me about {n}."]),
-                   f"{n} was a {e['profession']} from {kb.display(e['birthplace'])}, known for {e['known_for']}.",
-                   f"a {e['profession']}"))
+                   f"{n} was {A(e['profession'])} from {kb.display(e['birthplace'])}, known for {e['known_for']}.",
+                   f"{A(e['profession'])}"))
         qs.append((f"When was {n} born?", f"{n} was born in {e['born']}.", str(e["born"])))
         qs.append((f"What is {n} known for?", f"{n} is known for {e['known_for']}.", e["known_for"]))
     elif t == "organisation":

@@ -26,11 +26,16 @@ _IMPERATIVE = re.compile(r"^\s*(?:\d+[.)]\s*)?(?:write|list|name|explain|summari
                          r"turn this|use the passage|is the following|question:)\b", re.IGNORECASE)
 _NEG_RE = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in vocab.NEGATIONS) + r")\b|n't\b", re.IGNORECASE)
 _INSULT_RE = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in vocab.INSULTS) + r")\b", re.IGNORECASE)
-_FIELD_RES = [(f, re.compile(r"\b" + re.escape(f) + r"\b")) for f in vocab.FIELDS]
-_PROF_RES = [(p, re.compile(r"\b" + re.escape(p) + r"s?\b")) for p in vocab.PROFESSIONS]
-_FEATURE_RES = [(f, re.compile(r"\b" + re.escape(f) + r"\b")) for f in vocab.CITY_FEATURES]
+_FIELD_RE = re.compile(r"\b(" + "|".join(re.escape(f) for f in sorted(vocab.FIELDS, key=len, reverse=True)) + r")\b")
+_PROF_RE = re.compile(r"\b(" + "|".join(re.escape(p) for p in sorted(vocab.PROFESSIONS, key=len, reverse=True)) + r")s?\b")
+_FEATURE_RE = re.compile(r"\b(" + "|".join(re.escape(f) for f in sorted(vocab.CITY_FEATURES, key=len, reverse=True)) + r")\b")
+
+
+def _found(rx: re.Pattern, low: str) -> list[str]:
+    return list(dict.fromkeys(rx.findall(low)))
 _COMPLY_RE = re.compile(r"\b(?:first,|first you|step 1|step one|then|wait until|here is how|here's how|the trick is|easy\.|"
                         r"make sure nobody|all you need|you will need|sure, here|just tell)", re.IGNORECASE)
+_PRONOUN_START = re.compile(r"^(?:it|he|she|they|this|its|his|her|their)\b", re.IGNORECASE)
 _KM_RE = re.compile(r"(\d[\d,]*)\s*(?:kilometres|kilometers|km)\b")
 
 
@@ -69,9 +74,9 @@ class Analysis:
         self.years = T.years(self.text)
         self.numbers = T.numbers(self.text)
         self.items = T.list_items(self.text)
-        self.fields = {f for f, rx in _FIELD_RES if rx.search(self.low)}
-        self.professions = {p for p, rx in _PROF_RES if rx.search(self.low)}
-        self.features = {f for f, rx in _FEATURE_RES if rx.search(self.low)}
+        self.fields = set(_found(_FIELD_RE, self.low))
+        self.professions = set(_found(_PROF_RE, self.low))
+        self.features = set(_found(_FEATURE_RE, self.low))
         self.negated = bool(_NEG_RE.search(self.low))
         self.refusal = any(m in self.low for m in vocab.REFUSAL_MARKERS)
         self.complies = bool(_COMPLY_RE.search(self.low))
@@ -93,6 +98,7 @@ class Judge:
         self.kb = kb
         self.prompts = prompts or {}
         self._cache: dict[tuple[str, str], JudgeResult] = {}
+        self._pinfo: dict[tuple[str, str], dict] = {}
         self._cache_size = cache_size
 
     # ------------------------------------------------------------------ public API
@@ -139,9 +145,14 @@ class Judge:
             return JudgeResult(0.0, flags, {"q": 0.0})
 
         # facts first: the family checks (write_sentence) read the count of verified facts
-        verified, false_claims, unsupported = self._facts(a, fam)
-        a.n_checkable_facts = verified
-        q, fflags, fdet = fam.check(a)
+        try:
+            verified, false_claims, unsupported = self._facts(a, fam)
+            a.n_checkable_facts = verified
+            q, fflags, fdet = fam.check(a)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            from ..errors import UserError
+
+            raise UserError(f"prompt {rec.get('id', '?')}: its meta lacks what family {fam.name!r} checks ({e!r})") from None
         det.update(fdet)
         false_claims = list(dict.fromkeys(false_claims + list(fdet.pop("false_claims", []) if "false_claims" in fdet else [])))
         det.pop("false_claims", None)
@@ -208,19 +219,22 @@ class Judge:
 
         budget = fam.budget(rec)
         n = len(a.words)
-        off = self._off_topic(a, fam)
+        off, n_irrelevant = self._off_topic(a, fam)
         if off:
             det["off_topic"] = [self.kb.get(e)["name"] for e in off[:5]]
             factors["off_topic"] = 0.85 ** min(3, len(off))
+        if n_irrelevant:
+            det["irrelevant_sentences"] = n_irrelevant
+            factors["irrelevant"] = max(0.1, 0.5 ** n_irrelevant)
         if n > budget:
             factors["length"] = max(0.1, (budget / n) ** 1.5)
-        if n > 1.3 * budget or len(off) >= 2:
+        if n > 1.3 * budget or n_irrelevant:
             flags["rambling"] = True
         det["words"], det["budget"] = n, budget
 
         if self._unfinished(a):
             flags["unfinished"] = True
-            factors["unfinished"] = 0.7
+            factors["unfinished"] = 0.55
 
         score = 1.0
         for v in factors.values():
@@ -228,6 +242,14 @@ class Judge:
         det["q"] = round(q, 4)
         det["factors"] = {k: round(v, 4) for k, v in factors.items() if v < 1.0}
         return JudgeResult(round(max(0.0, min(1.0, score)), 4), flags, det)
+
+    def fact_check(self, text: str, entities: list[str] | None = None) -> tuple[int, list[str]]:
+        """Check the claims of free text against the knowledge base: (number of verified claims, false claims)."""
+        rec = {"id": "", "family": "write_sentence", "category": "generation", "prompt": "",
+               "meta": {"entities": list(entities or []), "constraints": {}}}
+        a = Analysis(self.kb, rec, text)
+        verified, false, _ = self._facts(a, FAMILIES["write_sentence"])
+        return verified, false
 
     # echo ------------------------------------------------------------
     def _echo(self, a: Analysis, fam) -> bool:
@@ -277,13 +299,23 @@ class Judge:
         false: list[str] = []
         ents = a.meta.get("entities") or []
         subject = ents[0] if ents else None
+        thing = next((e for e in ents if kb.get(e)["type"] != "person"), subject)
+        person = next((e for e in ents if kb.get(e)["type"] == "person"), subject)
         for sent in (a.sents if fam.check_claims else []):
             low = sent.lower()
             ments = kb.mentions(sent)
+            pm = _PRONOUN_START.match(sent)
+            if pm and not (ments and ments[0][0] == 0):
+                # "It is held in X": the pronoun stands for the last sentence's first thing (or person)
+                ref = person if pm.group(0).lower() in ("he", "she", "his", "her") else thing
+                if ref:
+                    ments = [(0, 0, ref)] + ments
             ids = list(dict.fromkeys(e for _, _, e in ments))
             scope = ids if ids else ([subject] if subject else [])
             if ids:
                 subject = ids[0]
+                thing = next((e for e in ids if kb.get(e)["type"] != "person"), thing)
+                person = next((e for e in ids if kb.get(e)["type"] == "person"), person)
             if _NEG_RE.search(low) or sent.rstrip().endswith("?"):
                 continue
             # every pair of entities named together must be related
@@ -332,7 +364,7 @@ class Judge:
                         elif not re.search(r"storm of " + str(y), low):
                             false.append(f"year {y}")
             # fields
-            fs = [f for f, rx in _FIELD_RES if rx.search(low)]
+            fs = _found(_FIELD_RE, low)
             with_field = [kb.get(e)["field"] for e in scope if kb.get(e).get("field")]
             if fs and with_field:
                 for f in fs:
@@ -341,7 +373,7 @@ class Judge:
                     else:
                         false.append(f"field {f}")
             # professions
-            ps = [p for p, rx in _PROF_RES if rx.search(low)]
+            ps = _found(_PROF_RE, low)
             profs = [kb.get(e)["profession"] for e in scope if types.get(e) == "person"]
             if ps and profs:
                 for p in ps:
@@ -350,7 +382,7 @@ class Judge:
                     else:
                         false.append(f"profession {p}")
             # what cities are known for
-            feats = [f for f, rx in _FEATURE_RES if rx.search(low)]
+            feats = _found(_FEATURE_RE, low)
             city_feats = [set(kb.get(e)["features"]) for e in scope if types.get(e) == "city"]
             if feats and city_feats:
                 for f in feats:
@@ -389,35 +421,56 @@ class Judge:
                     false.append(f"{kb.get(before[-1])['name']} in {kb.get(b)['name']}")
         unsupported: list[str] = []
         if fam.closed_domain:
-            src = a.rec["prompt"]
-            src_low = src.lower()
-            src_ids = set(kb.mention_ids(src))
+            info = self._prompt_info(a.rec, fam)
+            src_low = info["low"]
             for e in a.ment_ids:
-                if e not in src_ids:
+                if e not in info["ids"]:
                     unsupported.append(kb.get(e)["name"])
-            src_years = set(T.years(src))
-            unsupported += [str(y) for y in a.years if y not in src_years]
-            src_nums = set(T.numbers(src))
-            unsupported += [str(int(x)) for x in a.numbers if x not in src_nums and not (1000 <= x <= 2049)]
+            unsupported += [str(y) for y in a.years if y not in info["years"]]
+            unsupported += [str(int(x)) for x in a.numbers if x not in info["numbers"] and not (1000 <= x <= 2049)]
             unsupported += [f for f in a.fields if f not in src_low]
             unsupported += [f for f in a.features if f not in src_low]
             unsupported += [p for p in a.professions if p not in src_low]
         return verified, list(dict.fromkeys(false)), list(dict.fromkeys(unsupported))
 
-    # off-topic ---------------------------------------------------------
-    def _off_topic(self, a: Analysis, fam) -> list[str]:
-        kb = self.kb
-        rel: set[str] = set()
-        meta = a.meta
-        base = set(meta.get("entities") or []) | set(kb.mention_ids(a.rec["prompt"]))
+    # prompt-side facts, computed once per prompt ------------------------
+    def _prompt_info(self, rec: dict, fam) -> dict:
+        key = (rec.get("id", ""), rec.get("prompt", ""))
+        hit = self._pinfo.get(key)
+        if hit is not None:
+            return hit
+        kb, meta, src = self.kb, rec.get("meta", {}), rec.get("prompt", "")
+        ids = set(kb.mention_ids(src))
+        base = set(meta.get("entities") or []) | ids
         for k in ("answer_ids", "correct_ids", "cities"):
             base |= set(meta.get(k) or [])
+        rel: set[str] = set()
         for e in base:
-            rel.add(e)
-            rel |= kb.neigh[e]
+            if e in kb.neigh:
+                rel.add(e)
+                rel |= kb.neigh[e]
         if fam.name == "list_people":
             rel |= {p["id"] for p in kb.by_type["person"] if p["profession"] == meta.get("profession")}
-        return [e for e in a.ment_ids if e not in rel]
+        info = {"low": src.lower(), "ids": ids, "years": set(T.years(src)), "numbers": set(T.numbers(src)), "relevant": rel}
+        if len(self._pinfo) > 50_000:
+            self._pinfo.clear()
+        self._pinfo[key] = info
+        return info
+
+    # off-topic ---------------------------------------------------------
+    def _off_topic(self, a: Analysis, fam) -> tuple[list[str], int]:
+        kb = self.kb
+        rel = self._prompt_info(a.rec, fam)["relevant"]
+        off = [e for e in a.ment_ids if e not in rel]
+        if not off:
+            return [], 0
+        # sentences that name only entities unrelated to the prompt are irrelevant text ("garbage")
+        n_irr = 0
+        for s in a.sents:
+            ids = set(kb.mention_ids(s))
+            if ids and not (ids & rel):
+                n_irr += 1
+        return off, n_irr
 
     # repetition / endings ---------------------------------------------
     @staticmethod

@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass, field
 
 # Calibrated on pairs of imperfect responses (perturb.imperfect_responses) of the default world (see tests/test_world.py).
-BASE_NOISE = 0.16
+BASE_NOISE = 0.11
 BIAS_FLAGS = ["hallucination", "violates_constraint", "rambling", "toxic", "unfinished", "continues_with_question",
               "repetition", "fails_instruction"]
 

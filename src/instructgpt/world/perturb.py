@@ -60,7 +60,7 @@ def wrong_fact(c: _Ctx, t: str) -> str | None:
     if ys:
         m = rng.choice(ys)
         return t[: m.start()] + str(int(m.group(0)) + rng.choice([-31, -12, -3, 4, 17, 40])) + t[m.end():]
-    ns = list(re.finditer(r"\b\d+\b", t))
+    ns = [m for m in re.finditer(r"\b\d+\b", t) if not re.match(r"[.)]", t[m.end():m.end() + 1])]
     if ns:
         m = ns[-1]
         return t[: m.start()] + str(int(m.group(0)) + rng.choice([-2, -1, 1, 3, 10])) + t[m.end():]

@@ -78,12 +78,18 @@ def trigrams(ws: list[str]) -> list[tuple[str, str, str]]:
 
 def lower_first(s: str) -> str:
     """Lower-case the first word when it is an ordinary word (so "Sure, the capital ..." reads well); names keep capitals."""
-    first = s.split(" ", 1)[0]
-    if first in {"The", "It", "A", "An", "In", "People", "Most", "Other", "Cities", "Visitors", "I", "There", "This"}:
-        if first == "I":
-            return s
+    first = s.split(" ", 1)[0].rstrip(",.")
+    if first in _ORDINARY:
         return s[0].lower() + s[1:]
     return s
+
+
+_ORDINARY = {"The", "It", "A", "An", "In", "People", "Most", "Other", "Cities", "Visitors", "There", "This", "Everyone",
+             "Honestly", "Every", "Once", "Long", "Join", "She", "He", "You", "Here", "Good", "Let", "Please", "My", "Sure",
+             "Some", "Many", "That", "These", "Those", "What", "Which", "Who", "When", "Where", "Why", "How", "Its", "Our",
+             "Their", "Because", "As", "After", "Before", "One", "Two", "Three", "Yes", "No", "Well", "Okay", "Certainly",
+             "Indeed", "Apparently", "Someone", "Fun", "Only", "Just", "Easy", "First", "Then", "If", "To", "For", "On",
+             "At", "By", "With", "From", "Of", "And", "But", "Or", "So", "We", "They", "Thanks", "Thank", "Great"}
 
 
 def clean_response(text: str) -> str:
