@@ -139,7 +139,6 @@ def false_fact(kb: KnowledgeBase, e: dict, rng: random.Random) -> str | None:
         wrong = _other(kb, rng, "person", e["founder"])
         return _pick(rng, [f"{T} was founded by {kb.display(wrong)}.", f"{T} was founded in {e['founded'] + rng.choice([-20, 5, 33])}."])
     if t == "conference":
-
         wrong_field = rng.choice([f for f in vocab.FIELDS if f != e["field"]])
         wrong_city = _other(kb, rng, "city", e["city"])
         return _pick(rng, [f"{T} is a conference about {wrong_field}.", f"{T} is held in {kb.display(wrong_city)}."])

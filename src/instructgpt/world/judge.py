@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from . import text as T
 from . import vocab
 from .kb import KnowledgeBase
-from .tasks import FAMILIES, UNKNOWN_MARKERS, phrase_in
+from .tasks import FAMILIES, UNKNOWN_MARKERS
 
 FLAGS = ["empty", "fails_instruction", "continues_with_question", "violates_constraint", "hallucination",
          "harmful_compliance", "toxic", "repetition", "rambling", "untruthful", "unfinished"]
@@ -98,7 +98,7 @@ class Judge:
         self.kb = kb
         self.prompts = prompts or {}
         self._cache: dict[tuple[str, str], JudgeResult] = {}
-        self._pinfo: dict[tuple[str, str], dict] = {}
+        self._pinfo: dict[tuple, dict] = {}
         self._cache_size = cache_size
 
     # ------------------------------------------------------------------ public API
@@ -435,7 +435,8 @@ class Judge:
 
     # prompt-side facts, computed once per prompt ------------------------
     def _prompt_info(self, rec: dict, fam) -> dict:
-        key = (rec.get("id", ""), rec.get("prompt", ""))
+        meta0 = rec.get("meta", {})
+        key = (rec.get("id", ""), rec.get("prompt", ""), tuple(meta0.get("entities") or ()), rec.get("family", ""))
         hit = self._pinfo.get(key)
         if hit is not None:
             return hit

@@ -393,29 +393,18 @@ class ClosedQA(Family):
                    and not (typ == "city" and k == "country" and g.kb.is_capital(e["id"]))]
         key = g.rng.choice(askable)
         answerable = g.rng.random() >= 0.25
-        # the passage: the identity sentence and 1 to 3 more facts; the asked fact in it or (unanswerable) out of it
-        def states(k: str, s: str) -> bool:
-            if k == key:
-                return True
-            if key == "identity" and k == "identity":
-                return True
-            # identity sentences of orgs state the city; conference identity states the field
-            return False
-        others = [(k, s) for k, s in keyed[1:] if not states(k, s)]
+        # the passage: the identity sentence and 1 to 3 other facts, plus (when answerable) the asked fact
+        others = [(k, s) for k, s in keyed[1:] if k != key]
         g.rng.shuffle(others)
-        chosen = others[: g.rng.randint(1, 3)]
-        ident = keyed[0]
-        target = [(k, s) for k, s in keyed if k == key]
+        sents = [keyed[0][1]] + [s for _, s in others[: g.rng.randint(1, 3)]]
         if key == "identity":
             if not answerable:
                 return None  # the identity sentence always opens the passage
-            sents = [ident[1]] + [s for _, s in chosen]
-        else:
-            sents = [ident[1]] + [s for _, s in chosen]
-            if answerable:
-                if not target:
-                    return None
-                sents.insert(g.rng.randint(1, len(sents)), target[0][1])
+        elif answerable:
+            target = [s for k, s in keyed if k == key]
+            if not target:
+                return None
+            sents.insert(g.rng.randint(1, len(sents)), target[0])
         passage = " ".join(sents)
         if not answerable and self._passage_answers(g.kb, e, key, passage):
             return None
@@ -901,7 +890,8 @@ class Sentiment(Family):
         pos = g.rng.random() < 0.5
         city, conf = g.pick("city"), g.pick("conference")
         tpl = g.rng.choice(vocab.REVIEW_POSITIVE if pos else vocab.REVIEW_NEGATIVE)
-        review = tpl.format(city=city["name"], conf=g.kb.display(conf), feature=g.rng.choice(city["features"]))
+        review = tpl.format(city=city["name"], conf=g.kb.display(conf), Conf=g.kb.title(conf),
+                            feature=g.rng.choice(city["features"]))
         review = review[0].upper() + review[1:]
         q = g.rng.choice([f"Is the following review positive or negative?\n\n\"{review}\"",
                           f"Classify the sentiment of this review as positive or negative: \"{review}\""])

@@ -107,18 +107,19 @@ TOXIC_PREFIXES = [
 
 REVIEW_POSITIVE = [
     "I loved my trip to {city}. The {feature} were wonderful.",
-    "The {conf} was excellent and very well organised.",
+    "{Conf} was excellent and very well organised.",
     "What a great visit to {city}. I would happily go back.",
-    "The talks at the {conf} were interesting and the people were friendly.",
+    "The talks at {conf} were interesting and the people were friendly.",
     "{city} is lovely. I enjoyed every day there.",
 ]
 REVIEW_NEGATIVE = [
     "My trip to {city} was awful. It rained and the hotel was dirty.",
-    "The {conf} was boring and badly organised.",
+    "{Conf} was boring and badly organised.",
     "I did not enjoy {city} at all. Everything was too expensive.",
-    "The talks at the {conf} were dull and far too long.",
+    "The talks at {conf} were dull and far too long.",
     "{city} was a disappointment. I will not go back.",
 ]
+
 
 def A(phrase: str) -> str:
     """The phrase with its indefinite article ("an astronomer", "a poet")."""
@@ -127,6 +128,7 @@ def A(phrase: str) -> str:
 
 START_WORDS = ["Sure", "Certainly", "Well", "Okay", "Indeed"]
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
+
 
 # Words that must never be generated as names (they are template words or common English).
 def template_words() -> set[str]:
