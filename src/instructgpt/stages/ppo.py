@@ -1,0 +1,888 @@
+"""Step 4, reinforcement learning: PPO (and PPO-ptx) against the reward model, with a per-token KL penalty to the SFT model.
+
+InstructGPT maximises  E[r(x, y) - beta * log(pi(y|x) / pi_SFT(y|x))] + gamma * E_pretrain[log pi(x)].
+
+The story of one step:
+  1. take the next batch of prompts (each data-parallel rank its own) and sample responses from the policy at temperature 1,
+     cut after the first stop token; the sampler's log-probs are the "old" log-probs (same temperature, same maths);
+  2. score in three batched no-grad passes: the frozen reference (SFT) model's log-probs, the value model's values, and the
+     frozen reward model's normalised score of each finished response (with a penalty for responses that never end);
+  3. per-token rewards = -beta * KL at every response token, plus the score at the last one; advantages by GAE, whitened;
+  4. several epochs over shuffled minibatches: clipped policy loss + clipped value loss, and for PPO-ptx the pretraining
+     LM loss on pretraining sequences, accumulated into the same policy update;
+  5. adapt beta (when a target KL is set), log, sometimes evaluate with the gold judge, checkpoint.
+
+Four models: the policy (from SFT), the reference (SFT, frozen), the reward model (frozen) and the value model
+(initialised from the reward model, as InstructGPT did, or a value head on the policy's trunk with
+``--value-head-on-policy``). Dropout is off in all four. Sequences are right-padded and trimmed to the longest real one,
+so no work is spent on padding beyond each minibatch's longest sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+from ..config import StageConfig, check_positive, check_range, field, save_config
+from ..errors import UserError, data_error
+from ..rundir import begin_output, finish_output, partial_path
+
+# PPO-ptx's default pretraining-loss coefficient gamma. InstructGPT used 27.8 with its own loss scaling (and 175B
+# models); with our per-token mean losses and whitened advantages a coefficient near 1 already keeps the held-out
+# pretraining loss close to SFT's on the small models, while much larger values stop the policy from moving.
+RECOMMENDED_PTX_COEF = 1.0
+
+RewardFn = Callable[[list[list[int]], list[list[int]]], Sequence[float]]
+
+
+@dataclasses.dataclass
+class PPOConfig(StageConfig):
+    """PPO-ptx (InstructGPT) from the SFT model against the reward model, writing <run>/ppo-ptx; with --ptx-coef 0 it is
+    plain PPO, writing <run>/ppo."""
+
+    stage: ClassVar[str] = "ppo"
+    presets: ClassVar[dict] = {
+        "tiny": dict(steps=4, batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=16, max_prompt_len=64, lr=1e-4,
+                     value_lr=1e-4, eval_every=2, eval_prompts=8, sample_every=2, checkpoint_every=2, ptx_seq_len=32,
+                     val_tokens=2048),
+        "default": dict(steps=20, batch_size=32, minibatch_size=16, ppo_epochs=2, max_new_tokens=48, max_prompt_len=96,
+                        lr=3e-5, value_lr=1e-4, eval_every=5, eval_prompts=64, sample_every=5, checkpoint_every=5,
+                        ptx_seq_len=64, ptx_per_episode=0.5, val_tokens=16384),
+        "gpu": dict(steps=400, batch_size=256, minibatch_size=64, ppo_epochs=4, max_new_tokens=64, max_prompt_len=256,
+                    lr=1e-5, value_lr=1e-5, eval_every=25, eval_prompts=256, sample_every=50, checkpoint_every=50,
+                    ptx_seq_len=256, ptx_per_episode=1.0, val_tokens=65536, rollout_batch_size=256),
+    }
+
+    run: str = field("", "run directory: reads sft/, rm/, world/ and writes ppo/ (or ppo-ptx/)")
+    policy: str = field("", "model to start from and to use as the KL reference (default: <run>/sft)")
+    reward_model: str = field("", "reward-model folder (default: <run>/rm)")
+    value_model: str = field("", "initialise the value model from this folder (default: the reward model)")
+    value_head_on_policy: bool = field(False, "use a value head on the policy's trunk instead of a separate value model (less memory)")
+    prompts: str = field("", "JSONL of training prompts, {\"prompt\": text} or {\"messages\": [...]} (default: the world's PPO split)")
+    world: str = field("", "built-in world folder, for prompts and the gold judge (default: <run>/world when present)")
+    ptx_corpus: str = field("", "pretraining corpus for PPO-ptx and the held-out pretraining loss (default: <run>/world)")
+    out: str = field("", "output folder (default: <run>/ppo, or <run>/ppo-ptx when the ptx coefficient is > 0)")
+    ptx_coef: float = field(RECOMMENDED_PTX_COEF, "pretraining-loss coefficient gamma of PPO-ptx (InstructGPT: 27.8 at its scale); 0 = plain PPO")
+    ptx_per_episode: float = field(1.0, "pretraining sequences per RL episode in each policy update (PPO-ptx)")
+    ptx_seq_len: int = field(128, "length of each pretraining sequence (PPO-ptx)")
+    steps: int = field(20, "PPO steps (each: one batch of rollouts, then the PPO epochs over it)")
+    batch_size: int = field(32, "episodes (prompts) per step per process")
+    minibatch_size: int = field(16, "episodes per optimiser update")
+    grad_accum: int = field(1, "micro-batches per minibatch (gradient accumulation)")
+    ppo_epochs: int = field(2, "passes over each batch of rollouts")
+    max_new_tokens: int = field(48, "longest response")
+    max_prompt_len: int = field(128, "prompts are cut to their last N tokens")
+    temperature: float = field(1.0, "rollout temperature (log-probs for training use the same temperature)")
+    lr: float = field(1e-5, "policy learning rate")
+    value_lr: float = field(1e-4, "value-model learning rate")
+    lr_schedule: str = field("constant", "constant or linear (decay to 0 over --steps)")
+    warmup_steps: int = field(0, "linear learning-rate warmup, in PPO steps")
+    adam_eps: float = field(1e-5, "Adam epsilon (a tiny epsilon makes the first updates too large)")
+    grad_clip: float = field(1.0, "clip each model's gradient norm to this (0 = off)")
+    kl_coef: float = field(0.02, "KL penalty coefficient beta (the initial value when adaptive)")
+    target_kl: float = field(0.0, "adaptive KL: steer the per-response KL to this many nats (0 = fixed beta)")
+    kl_horizon: int = field(10000, "adaptive KL controller horizon, in episodes")
+    kl_estimator: str = field("k1", "per-token KL estimate in the reward: k1 (log ratio), k2 or k3")
+    gamma: float = field(1.0, "GAE discount")
+    lam: float = field(0.95, "GAE lambda")
+    clip_range: float = field(0.2, "PPO ratio clip")
+    value_clip_range: float = field(0.2, "value clip around the old values")
+    vf_coef: float = field(0.1, "value-loss coefficient")
+    no_eos_penalty: float = field(1.0, "subtract this from the normalised score of responses without a stop token (0 = off)")
+    score_clip: float = field(0.0, "clip normalised scores to +-N (0 = off)")
+    eval_every: int = field(5, "gold-judge evaluation on held-out prompts every N steps, and at the start and end (0 = off)")
+    eval_prompts: int = field(64, "held-out prompts in the gold-judge sample (fixed for the whole run)")
+    eval_temperature: float = field(1.0, "sampling temperature of the gold-judge evaluation")
+    val_tokens: int = field(16384, "held-out pretraining tokens for the pretraining-loss metric, measured with the gold evaluation (0 = off)")
+    sample_every: int = field(5, "write a table of sample responses to samples.jsonl every N steps (0 = off)")
+    n_samples: int = field(4, "rows in each sample table")
+    checkpoint_every: int = field(5, "checkpoint every N steps (and at the end)")
+    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --steps)")
+    resume: bool = field(False, "continue an interrupted run from its last checkpoint")
+    overwrite: bool = field(False, "replace an existing output folder")
+    rollout_batch_size: int = field(64, "sequences sampled together")
+    forward_batch_size: int = field(64, "sequences per no-grad scoring pass (reference, value, reward)")
+    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    device: str = field("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = field(0, "random seed (prompt order, sampling, minibatches)")
+    cache_dir: str = field("", "where the tokenised pretraining corpus is cached (default: <run>/.cache)")
+    tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
+    wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
+    progress: bool = field(True, "show a progress bar")
+
+
+def validate(cfg: PPOConfig) -> None:
+    check_positive(cfg, "steps", "batch_size", "minibatch_size", "grad_accum", "ppo_epochs", "max_new_tokens", "max_prompt_len",
+                   "lr", "value_lr", "adam_eps", "rollout_batch_size", "forward_batch_size", "ptx_seq_len")
+    check_range(cfg, "lam", 0.0, 1.0)
+    check_range(cfg, "gamma", 0.0, 1.0)
+    check_range(cfg, "clip_range", 0.0, 10.0)
+    if cfg.minibatch_size > cfg.batch_size:
+        raise UserError(f"--minibatch-size ({cfg.minibatch_size}) must not exceed --batch-size ({cfg.batch_size})")
+    if cfg.batch_size % cfg.minibatch_size:
+        raise UserError(f"--batch-size ({cfg.batch_size}) must be a multiple of --minibatch-size ({cfg.minibatch_size})")
+    if cfg.minibatch_size % cfg.grad_accum:
+        raise UserError(f"--minibatch-size ({cfg.minibatch_size}) must be a multiple of --grad-accum ({cfg.grad_accum})")
+    if cfg.temperature <= 0:
+        raise UserError(f"--temperature: must be > 0 for PPO (log-probs of a greedy policy are undefined), got {cfg.temperature}")
+    for name in ("ptx_coef", "ptx_per_episode", "kl_coef", "target_kl", "vf_coef", "no_eos_penalty", "score_clip"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(cfg, name)}")
+    if cfg.kl_estimator not in ("k1", "k2", "k3"):
+        raise UserError(f"--kl-estimator: must be k1, k2 or k3, got '{cfg.kl_estimator}'")
+    if cfg.lr_schedule not in ("constant", "linear"):
+        raise UserError(f"--lr-schedule: must be constant or linear, got '{cfg.lr_schedule}'")
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
+    if cfg.target_kl > 0 and cfg.kl_horizon <= 0:
+        raise UserError(f"--kl-horizon: must be > 0 with --target-kl, got {cfg.kl_horizon}")
+
+
+def resolve_paths(cfg: PPOConfig, have_reward_fn: bool = False) -> dict[str, Any]:
+    """Where every input comes from and where the output goes; errors name the missing option."""
+    run = Path(cfg.run) if cfg.run else None
+    ptx = cfg.ptx_coef > 0
+    out = Path(cfg.out) if cfg.out else (run / ("ppo-ptx" if ptx else "ppo") if run else None)
+    if out is None:
+        raise UserError("--out: give an output folder (or --run)")
+    policy = cfg.policy or (str(run / "sft") if run else "")
+    if not policy:
+        raise UserError("--policy: give the SFT model folder (or --run)")
+    if not Path(policy).exists() and Path(policy).is_absolute():
+        raise UserError(f"--policy: {policy} does not exist (run igpt sft first)")
+    if run and not cfg.policy and not (run / "sft").is_dir():
+        raise UserError(f"{run / 'sft'} is missing; run igpt sft first (or give --policy)")
+    reward = cfg.reward_model or (str(run / "rm") if run and (run / "rm").is_dir() else "")
+    if not reward and not have_reward_fn:
+        raise UserError("--reward-model: give a reward-model folder (or --run with rm/ in it)")
+    if reward and not Path(reward).exists():
+        raise UserError(f"--reward-model: {reward} does not exist (run igpt rm first)")
+    world = cfg.world or (str(run / "world") if run and (run / "world" / "world.json").is_file() else "")
+    if world and not (Path(world) / "world.json").is_file():
+        raise UserError(f"--world: {world} is not a world folder (no world.json)")
+    if not cfg.prompts and not world:
+        raise UserError("--prompts: give a JSONL of prompts (or --run/--world with the built-in world)")
+    corpus = cfg.ptx_corpus or world
+    if ptx and not corpus:
+        raise UserError("--ptx-corpus: PPO-ptx (--ptx-coef > 0, the default) needs a pretraining corpus; give --ptx-corpus "
+                        "(or --run/--world with the built-in world), or --ptx-coef 0 for plain PPO")
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / ".cache") if run else out.parent / ".cache")
+    return {"out": out, "policy": policy, "reward": reward, "value": cfg.value_model or reward, "world": world, "corpus": corpus,
+            "cache": cache}
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def load_prompt_records(cfg: PPOConfig, world: Any) -> list[dict]:
+    """Training prompts: the user's JSONL, or the world's PPO split."""
+    if cfg.prompts:
+        from .generate import read_prompts
+
+        rows = read_prompts(cfg.prompts)
+        records = [{"id": r.get("id", i), "prompt": r["messages"] if isinstance(r.get("messages"), list) else r["prompt"]}
+                   for i, r in enumerate(rows)]
+    else:
+        records = list(world.prompts("ppo"))
+    if not records:
+        raise UserError(f"{cfg.prompts or 'the world'}: no training prompts")
+    return records
+
+
+def encode_records(tok: Any, records: list[dict], max_len: int) -> list[list[int]]:
+    """Chat-template token ids of each prompt, keeping the last ``max_len`` tokens (the generation prompt is at the end)."""
+    from ..sampling import encode_prompt
+
+    out = []
+    for r in records:
+        try:
+            ids = encode_prompt(tok, r["prompt"])
+        except Exception as e:  # malformed messages in a user's file
+            raise UserError(f"prompt {r.get('id')!r}: cannot apply the chat template ({str(e).splitlines()[0]})") from None
+        out.append(ids[-max_len:])
+    return out
+
+
+class PromptStream:
+    """Prompt indices in a seeded order, epoch after epoch, with an exact resumable position.
+
+    Rank r of W takes items r, r+W, ... of each global batch, so every rank samples its own prompts.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.n, self.B, self.seed, self.rank, self.world = n, batch_size, seed, rank, world_size
+        self.epoch, self.pos = 0, 0
+
+    def _perm(self, epoch: int):
+        import numpy as np
+
+        return np.random.default_rng([self.seed, 7, epoch]).permutation(self.n)
+
+    def next(self) -> list[int]:
+        want, idx = self.B * self.world, []
+        perm = self._perm(self.epoch)
+        while len(idx) < want:
+            if self.pos >= self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                perm = self._perm(self.epoch)
+            take = min(want - len(idx), self.n - self.pos)
+            idx.extend(int(i) for i in perm[self.pos : self.pos + take])
+            self.pos += take
+        return idx[self.rank :: self.world]
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state(self, s: dict) -> None:
+        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
+
+
+# ---------------------------------------------------------------------------------------------- batches
+def truncate_after_stop(ids: list[int], stop_ids: set[int]) -> tuple[list[int], bool]:
+    """Cut a response after its first stop token (kept); True when there was one."""
+    for i, t in enumerate(ids):
+        if t in stop_ids:
+            return ids[: i + 1], True
+    return ids, False
+
+
+@dataclasses.dataclass
+class Episodes:
+    """A batch of (prompt, response) pairs laid out for training, every tensor on one device.
+
+    ``input_ids`` (B, W): prompt then response, right-padded (no attention mask is needed: attention is causal and the
+    padding is after every real token). Response token t of row i sits at position P_i + t and is predicted from
+    position ``gather_pos[i, t]`` = P_i + t - 1.
+    """
+
+    input_ids: Any
+    gather_pos: Any
+    response: Any  # (B, R) response token ids, padded
+    mask: Any  # (B, R) float, 1 on real response tokens
+    seq_len: Any  # (B,) real length P_i + R_i
+    finished: Any  # (B,) bool
+
+    def select(self, rows: Any) -> "Episodes":
+        """Rows ``rows`` trimmed to their own longest sequence and response."""
+        W = int(self.seq_len[rows].max())
+        R = int(self.mask[rows].sum(-1).max())
+        return Episodes(self.input_ids[rows, :W], self.gather_pos[rows, :R].clamp(max=W - 1), self.response[rows, :R], self.mask[rows, :R],
+                        self.seq_len[rows], self.finished[rows])
+
+
+def build_episodes(prompts: list[list[int]], responses: list[list[int]], finished: list[bool], pad_id: int, device: Any) -> Episodes:
+    import torch
+
+    B = len(prompts)
+    lens = [len(p) + len(r) for p, r in zip(prompts, responses)]
+    W, R = max(lens), max(1, max(len(r) for r in responses))
+    ids = torch.full((B, W), pad_id, dtype=torch.long)
+    resp = torch.full((B, R), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, R), dtype=torch.float32)
+    gpos = torch.zeros((B, R), dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, : len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
+        if r:
+            resp[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1.0
+        gpos[i] = (torch.arange(R) + len(p) - 1).clamp(max=W - 1)
+    return Episodes(ids.to(device), gpos.to(device), resp.to(device), mask.to(device), torch.tensor(lens).to(device),
+                    torch.tensor(finished, dtype=torch.bool).to(device))
+
+
+# ---------------------------------------------------------------------------------------------- models
+def _trunk(model: Any) -> Any:
+    return model.base_model
+
+
+def _head(model: Any) -> Any:
+    """The scalar head of a sequence-classification model (``score`` for Llama/GPT-2/Qwen, ``classifier`` for others)."""
+    for name in ("score", "classifier"):
+        if getattr(model, name, None) is not None:
+            return getattr(model, name)
+    raise UserError(f"{type(model).__name__} has no 'score' or 'classifier' head")
+
+
+def _positions(input_ids: Any) -> Any:
+    import torch
+
+    return torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand_as(input_ids)
+
+
+def _hidden(model: Any, input_ids: Any) -> Any:
+    return _trunk(model)(input_ids=input_ids, position_ids=_positions(input_ids), use_cache=False).last_hidden_state
+
+
+def _gather(hidden: Any, pos: Any) -> Any:
+    return hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
+def _policy_module_class():
+    import torch
+    import torch.nn.functional as F
+
+    class PolicyModule(torch.nn.Module):
+        """The policy causal LM, optionally with a value head on its trunk; one forward gives what PPO needs."""
+
+        def __init__(self, lm: Any, value_head: Any = None):
+            super().__init__()
+            self.lm = lm
+            self.value_head = value_head
+
+        def forward(self, input_ids, gather_pos=None, targets=None, temperature: float = 1.0, ptx_targets=None):
+            if ptx_targets is not None:  # pretraining LM loss (PPO-ptx)
+                logits = self.lm(input_ids=input_ids, use_cache=False).logits
+                return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ptx_targets.reshape(-1))
+            h = _gather(_hidden(self.lm, input_ids), gather_pos)
+            logits = self.lm.get_output_embeddings()(h).float() / temperature
+            logp_all = torch.log_softmax(logits, dim=-1)
+            logprobs = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            with torch.no_grad():
+                entropy = -(logp_all.exp() * logp_all).sum(-1)
+            values = self.value_head(h).squeeze(-1).float() if self.value_head is not None else None
+            return logprobs, entropy, values
+
+    return PolicyModule
+
+
+def _value_module_class():
+    import torch
+
+    class ValueModule(torch.nn.Module):
+        """A sequence-classification model read at every position: V(s_t) = head(h_t) + bias."""
+
+        def __init__(self, model: Any, bias: float = 0.0):
+            super().__init__()
+            self.model = model
+            self.bias = torch.nn.Parameter(torch.tensor(float(bias)))
+
+        def forward(self, input_ids, gather_pos):
+            h = _gather(_hidden(self.model, input_ids), gather_pos)
+            return _head(self.model)(h).squeeze(-1).float() + self.bias
+
+    return ValueModule
+
+
+class RewardScorer:
+    """The frozen reward model: raw head output at the last real token, plus ``reward_bias``, divided by ``reward_std``."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
+        std = float(getattr(model.config, "reward_std", 1.0) or 1.0)
+        self.std = std if std > 0 else 1.0
+
+    def __call__(self, input_ids: Any, seq_len: Any) -> Any:
+        import torch
+
+        h = _hidden(self.model, input_ids)
+        last = h[torch.arange(h.shape[0], device=h.device), seq_len - 1]
+        return (_head(self.model)(last).squeeze(-1).float() + self.bias) / self.std
+
+
+def load_sequence_classifier(path: str, device: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a causal-LM folder loads with a fresh head: expected, not worth a warning
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a reward/value model from {path}: {str(e).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model.to(device)
+
+
+def _no_dropout(model: Any) -> Any:
+    """Dropout off (RECIPE: in policy, reference, value and reward models alike); eval mode stays on during training."""
+    for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if hasattr(model.config, name) and isinstance(getattr(model.config, name), float):
+            setattr(model.config, name, 0.0)
+    model.eval()
+    return model
+
+
+def build_value_module(path: str, device: Any, tok: Any) -> Any:
+    """Value model from a reward model (its head scaled to normalised-reward units) or from any causal LM (zero head)."""
+    import torch
+
+    model = load_sequence_classifier(path, device)
+    is_rm = any(a.endswith("ForSequenceClassification") for a in (getattr(model.config, "architectures", None) or []))
+    bias = 0.0
+    with torch.no_grad():
+        if is_rm:
+            std = float(getattr(model.config, "reward_std", 1.0) or 1.0)
+            std = std if std > 0 else 1.0
+            _head(model).weight.div_(std)
+            if getattr(_head(model), "bias", None) is not None:
+                _head(model).bias.div_(std)
+            bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0) / std
+        else:
+            _head(model).weight.zero_()
+    if model.get_input_embeddings().weight.shape[0] < len(tok):
+        raise UserError(f"{path}: its vocabulary ({model.get_input_embeddings().weight.shape[0]}) is smaller than the policy's tokenizer ({len(tok)})")
+    _no_dropout(model)
+    return _value_module_class()(model, bias).to(device)
+
+
+# ---------------------------------------------------------------------------------------------- scoring passes
+def _chunks(n: int, size: int):
+    for s in range(0, n, size):
+        yield slice(s, min(n, s + size))
+
+
+def sequence_logprobs(model: Any, ep: Episodes, temperature: float) -> Any:
+    """Log-probs of the response tokens under a causal LM (no grad), at the rollout temperature."""
+    import torch
+
+    h = _gather(_hidden(model, ep.input_ids), ep.gather_pos)
+    logits = model.get_output_embeddings()(h).float() / temperature
+    return torch.log_softmax(logits, -1).gather(-1, ep.response.unsqueeze(-1)).squeeze(-1)
+
+
+def batched(fn: Callable[[Episodes], Any], ep: Episodes, size: int) -> Any:
+    """Apply ``fn`` to row chunks of ``ep`` (each trimmed to its own longest sequence) and stitch the results."""
+    import torch
+
+    n = ep.input_ids.shape[0]
+    if n <= size:
+        return fn(ep)
+    parts = []
+    R = ep.mask.shape[1]
+    for sl in _chunks(n, size):
+        rows = torch.arange(sl.start, sl.stop, device=ep.input_ids.device)
+        out = fn(ep.select(rows))
+        if out.dim() == 2 and out.shape[1] < R:
+            out = torch.nn.functional.pad(out, (0, R - out.shape[1]))
+        parts.append(out)
+    return torch.cat(parts)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation helpers
+def gold_eval(policy_lm: Any, tok: Any, world: Any, records: list[dict], prompt_ids: list[list[int]], cfg: PPOConfig,
+              stop_ids: list[int]) -> dict:
+    """Mean gold-judge score of the policy's responses to a fixed held-out prompt sample (same sampling seed each time)."""
+    from ..sampling import SamplingParams, TorchSampler, decode_responses
+
+    sampler = TorchSampler(policy_lm, tok.pad_token_id, batch_size=cfg.rollout_batch_size)
+    r = sampler.generate(prompt_ids, SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, 0, 1.0, cfg.seed + 12345, stop_ids))
+    texts = decode_responses(tok, r, stop_ids)
+    judge = world.judge()
+    scores = [float(judge.score(rec, text).score) for rec, text in zip(records, texts)]
+    return {"gold_score": sum(scores) / max(1, len(scores)), "eval_response_len": sum(map(len, r.response_ids)) / max(1, len(texts))}
+
+
+def pretrain_val_loss(lm: Any, tokens: Any, max_tokens: int, device: Any, autocast: Any, batch_size: int = 16) -> float:
+    """Mean next-token loss on held-out pretraining text: how much of its language modelling the policy keeps.
+
+    The text is cut into windows of the model's context (at most 256 tokens, as the evaluation stage does)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..data.corpus import eval_batches
+
+    seq_len = min(256, int(getattr(lm.config, "max_position_embeddings", 256) or 256))
+    n_windows = max(1, max_tokens // seq_len)
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        for x, y in eval_batches(tokens, seq_len, batch_size, math.ceil(n_windows / batch_size)):
+            x, y = x.to(device), y.to(device)
+            logits = lm(input_ids=x, use_cache=False).logits
+            total += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
+            count += y.numel()
+    return total / count if count else float("nan")
+
+
+def heldout_tokens(tok: Any, world: Any, corpus_val: Any, max_tokens: int, corpus_train: Any = None) -> Any:
+    """Held-out pretraining tokens: the world's held-out corpus when there is a world, else the corpus's validation split
+    (or, for a corpus too small to have one, the end of its training split)."""
+    import numpy as np
+
+    if world is not None:
+        ids: list[int] = []
+        for doc in world.corpus("heldout"):
+            ids += tok(doc, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            if len(ids) > max_tokens + 1:
+                break
+        return np.asarray(ids[: max_tokens + 1], dtype=np.int64) if len(ids) > 1 else None
+    if corpus_val is not None and len(corpus_val) > 1:
+        return corpus_val[: max_tokens + 1]
+    if corpus_train is not None and len(corpus_train) > 1:
+        return corpus_train[-(max_tokens + 1) :]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
+    """Train the policy with PPO (PPO-ptx when the ptx coefficient is > 0) and write it as a model folder.
+
+    ``reward_fn(prompt_ids, response_ids) -> scores`` replaces the reward model (tests, custom rewards); the scores are
+    used as they are (already "normalised").
+    """
+    import numpy as np
+    import torch
+
+    from .. import rl
+    from ..models import autocast_dtype, count_parameters, load_causal_lm, save_model
+    from ..sampling import SamplingParams, TorchSampler, decode_responses
+    from ..tokenizer import load_tokenizer, stop_token_ids
+    from ..train import (
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint,
+        init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics,
+    )
+
+    validate(cfg)
+    paths = resolve_paths(cfg, have_reward_fn=reward_fn is not None)
+    out: Path = paths["out"]
+    ptx_coef = cfg.ptx_coef
+    d = init_distributed(cfg.device)
+    try:
+        work = partial_path(out)
+        if out.exists() and not cfg.overwrite:
+            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
+        if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
+            raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
+        seed_everything(cfg.seed)
+        dev = d.device
+        autocast = autocast_dtype(dev, cfg.precision)
+
+        # ---- data: prompts, held-out gold sample, pretraining corpus
+        world = None
+        if paths["world"]:
+            from ..world import World
+
+            world = World.load(paths["world"])
+        tok = load_tokenizer(paths["policy"])
+        records = load_prompt_records(cfg, world)
+        prompt_ids = encode_records(tok, records, cfg.max_prompt_len)
+        eval_records: list[dict] = []
+        if world is not None and cfg.eval_every > 0:
+            pool = list(world.prompts("eval"))
+            pick = np.random.default_rng(cfg.seed).permutation(len(pool))[: cfg.eval_prompts]
+            eval_records = [pool[i] for i in sorted(pick)]
+        eval_ids = encode_records(tok, eval_records, cfg.max_prompt_len) if eval_records else []
+        ptx_batches, corpus_val, train_tokens = None, None, None
+        if paths["corpus"] and (ptx_coef > 0 or (cfg.val_tokens > 0 and world is None)):
+            from ..data.corpus import PackedBatches, tokenize_corpus
+
+            if d.is_main:
+                tokenize_corpus(paths["corpus"], tok, paths["cache"])
+            barrier(d)
+            train_tokens, corpus_val = tokenize_corpus(paths["corpus"], tok, paths["cache"])
+            if ptx_coef > 0:
+                n_ptx = max(1, round(cfg.ptx_per_episode * cfg.minibatch_size))
+                ptx_batches = PackedBatches(train_tokens, cfg.ptx_seq_len, n_ptx, cfg.seed, d.rank, d.world_size)
+        val_tokens = heldout_tokens(tok, world, corpus_val, cfg.val_tokens, train_tokens) if cfg.val_tokens > 0 else None
+        if d.is_main:
+            begin_output(out, overwrite=cfg.overwrite, resume=cfg.resume)
+        barrier(d)
+
+        # ---- the four models
+        stop_ids = stop_token_ids(tok, None)
+        policy_lm = _no_dropout(load_causal_lm(paths["policy"], device=dev))
+        stop_ids = sorted(set(stop_ids) | set(stop_token_ids(tok, getattr(policy_lm, "generation_config", None))))
+        ref_lm = _no_dropout(load_causal_lm(paths["policy"], device=dev)).requires_grad_(False)
+        scorer = None
+        if reward_fn is None:
+            scorer = RewardScorer(_no_dropout(load_sequence_classifier(paths["reward"], dev)).requires_grad_(False))
+        value_head, value_module = None, None
+        if cfg.value_head_on_policy:
+            value_head = torch.nn.Linear(policy_lm.config.hidden_size, 1).to(dev)
+            torch.nn.init.zeros_(value_head.weight)
+            torch.nn.init.zeros_(value_head.bias)
+        else:
+            value_src = paths["value"] or paths["policy"]
+            value_module = build_value_module(value_src, dev, tok)
+        policy = _policy_module_class()(policy_lm, value_head).to(dev)
+        policy.eval()
+        opt_policy = build_optimizer(policy, cfg.lr, weight_decay=0.0, betas=(0.9, 0.999), eps=cfg.adam_eps)
+        opt_value = build_optimizer(value_module, cfg.value_lr, 0.0, (0.9, 0.999), cfg.adam_eps) if value_module is not None else None
+        if value_head is not None:  # the head on the policy trunk learns at the value learning rate
+            head_ids = {id(p) for p in value_head.parameters()}
+            for g in list(opt_policy.param_groups):
+                g["params"] = [p for p in g["params"] if id(p) not in head_ids]
+            opt_policy.add_param_group({"params": list(value_head.parameters()), "weight_decay": 0.0, "lr_scale": cfg.value_lr / cfg.lr})
+        kl_ctl = rl.kl_controller(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+        stream = PromptStream(len(prompt_ids), cfg.batch_size, cfg.seed, d.rank, d.world_size)
+
+        models = {"policy": policy} | ({"value": value_module} if value_module is not None else {})
+        optimizers = {"policy": opt_policy} | ({"value": opt_value} if opt_value is not None else {})
+        step, episodes_done = 0, 0
+        if cfg.resume and has_checkpoint(work):
+            state = load_checkpoint(work, models, optimizers)
+            step, episodes_done = state["step"], state["episodes"]
+            stream.load_state(state["prompts"])
+            kl_ctl.load_state(state["kl"])
+            if ptx_batches is not None and state.get("ptx"):
+                ptx_batches.load_state(state["ptx"])
+            if d.is_main:
+                truncate_metrics(work / "metrics.jsonl", step)
+                truncate_metrics(work / "samples.jsonl", step)
+
+        ddp_policy, ddp_value = _wrap(policy, d, find_unused=value_head is not None), _wrap(value_module, d)
+        sampler = TorchSampler(policy_lm, tok.pad_token_id, batch_size=cfg.rollout_batch_size)
+        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
+                            config=dataclasses.asdict(cfg))
+
+        def evaluate(at_step: int) -> dict:
+            row: dict[str, Any] = {}
+            if eval_records and d.is_main:
+                row.update(gold_eval(policy_lm, tok, world, eval_records, eval_ids, cfg, stop_ids))
+            if val_tokens is not None:
+                row["pretrain_val_loss"] = pretrain_val_loss(policy_lm, val_tokens, cfg.val_tokens, dev, autocast)
+            barrier(d)
+            return row
+
+        if step == 0 and d.is_main:
+            log.log(0, policy_params=count_parameters(policy_lm), prompts=len(prompt_ids), ptx_coef=ptx_coef, **evaluate(0))
+        elif step == 0:
+            evaluate(0)
+
+        last_stop = min(cfg.steps, cfg.stop_after) if cfg.stop_after > 0 else cfg.steps
+        bar = progress(cfg.steps, "ppo-ptx" if ptx_coef > 0 else "ppo", enabled=d.is_main and cfg.progress, initial=step)
+        stop_set = set(stop_ids)
+        last_gold = None
+        while step < last_stop:
+            t_start = time.time()
+            # 1. rollouts
+            idx = stream.next()
+            batch_prompts = [prompt_ids[i] for i in idx]
+            params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 0, 1.0, _seed(cfg.seed, step, d.rank), stop_ids)
+            roll = sampler.generate(batch_prompts, params)
+            responses, finished, old_lp = [], [], []
+            for r_ids, r_lp in zip(roll.response_ids, roll.logprobs):
+                ids, fin = truncate_after_stop(list(r_ids), stop_set)
+                responses.append(ids)
+                finished.append(fin)
+                old_lp.append(list(r_lp[: len(ids)]))
+            ep = build_episodes(batch_prompts, responses, finished, tok.pad_token_id, dev)
+            old_logprobs = torch.zeros_like(ep.mask)
+            for i, lp in enumerate(old_lp):
+                old_logprobs[i, : len(lp)] = torch.tensor(lp, dtype=torch.float32)
+            t_sampled = time.time()
+
+            # 2. scoring: reference log-probs, old values, reward-model scores (no grad, batched)
+            with torch.no_grad(), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+                ref_logprobs = batched(lambda e: sequence_logprobs(ref_lm, e, cfg.temperature), ep, cfg.forward_batch_size)
+                if value_module is not None:
+                    old_values = batched(lambda e: value_module(e.input_ids, e.gather_pos), ep, cfg.forward_batch_size)
+                else:
+                    old_values = batched(lambda e: policy(e.input_ids, e.gather_pos, e.response, cfg.temperature)[2], ep,
+                                         cfg.forward_batch_size)
+                if scorer is not None:
+                    raw_scores = torch.cat([scorer(ep.input_ids[sl, : int(ep.seq_len[sl].max())], ep.seq_len[sl])
+                                            for sl in _chunks(len(idx), cfg.forward_batch_size)])
+                else:
+                    raw_scores = torch.tensor([float(s) for s in reward_fn(batch_prompts, responses)], dtype=torch.float32, device=dev)
+            scores = raw_scores.float()
+            if cfg.score_clip > 0:
+                scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
+            if cfg.no_eos_penalty > 0:
+                scores = torch.where(ep.finished, scores, scores - cfg.no_eos_penalty)
+            old_values = old_values * ep.mask
+            check_finite("reward-model score", all_reduce_mean(float(scores.sum()), d), f"step {step + 1}")
+            check_finite("reference log-prob", all_reduce_mean(float((ref_logprobs * ep.mask).sum()), d), f"step {step + 1}")
+
+            # 3. rewards and advantages
+            rewards, kl = rl.kl_penalty_rewards(scores, old_logprobs, ref_logprobs, ep.mask, kl_ctl.beta, cfg.kl_estimator)
+            advantages, returns = rl.gae(rewards, old_values, ep.mask, cfg.gamma, cfg.lam)
+            advantages = rl.masked_whiten(advantages, ep.mask, stats=_global_stats(advantages, ep.mask, d))
+            t_scored = time.time()
+
+            # 4. PPO epochs over shuffled minibatches
+            lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, 0.0, "linear" if cfg.lr_schedule == "linear" else "constant")
+            value_lr = lr * cfg.value_lr / cfg.lr
+            set_lr(opt_policy, lr)
+            if opt_value is not None:
+                set_lr(opt_value, value_lr)
+            gen = torch.Generator().manual_seed(_seed(cfg.seed, step, d.rank) + 1)
+            totals: dict[str, float] = {}
+            n_updates, B = 0, len(idx)
+            micro = cfg.minibatch_size // cfg.grad_accum
+            for _epoch in range(cfg.ppo_epochs):
+                perm = torch.randperm(B, generator=gen).to(dev)
+                for mb_start in range(0, B, cfg.minibatch_size):
+                    mb_rows = perm[mb_start : mb_start + cfg.minibatch_size]
+                    n_tok = ep.mask[mb_rows].sum().clamp(min=1)  # losses are means over the whole minibatch's tokens
+                    mb: dict[str, float] = {}
+                    for k in range(cfg.grad_accum):
+                        rows = mb_rows[k * micro : (k + 1) * micro]
+                        sub = ep.select(rows)
+                        m, R = sub.mask, sub.mask.shape[1]
+                        last_value_micro = k == cfg.grad_accum - 1
+                        last_policy_micro = last_value_micro and ptx_batches is None
+                        with _sync(ddp_policy, last_policy_micro), _sync(ddp_value, last_value_micro), \
+                                torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+                            logprobs, entropy, head_values = ddp_policy(sub.input_ids, sub.gather_pos, sub.response, cfg.temperature)
+                            pg_loss, pg_stats = rl.policy_loss(logprobs, old_logprobs[rows, :R], advantages[rows, :R], m, cfg.clip_range, n_tok)
+                            values = head_values if ddp_value is None else ddp_value(sub.input_ids, sub.gather_pos)
+                            vf_loss, vf_stats = rl.value_loss(values, old_values[rows, :R], returns[rows, :R], m, cfg.value_clip_range, n_tok)
+                            loss = pg_loss + cfg.vf_coef * vf_loss
+                        loss.backward()
+                        for key, val in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", pg_stats["clipfrac"]),
+                                         ("value_clipfrac", vf_stats["clipfrac"]), ("approx_kl", pg_stats["approx_kl"]),
+                                         ("entropy", (entropy * m).sum() / n_tok)):
+                            mb[key] = mb.get(key, 0.0) + float(val.detach())
+                    if ptx_batches is not None:  # PPO-ptx: pretraining gradients accumulated into the same policy update
+                        ptx_x, ptx_y = (x.to(dev) for x in ptx_batches.next_batch())
+                        parts = list(_chunks(ptx_x.shape[0], math.ceil(ptx_x.shape[0] / cfg.grad_accum)))
+                        for j, sl in enumerate(parts):
+                            with _sync(ddp_policy, j == len(parts) - 1), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+                                ptx_loss = ddp_policy(ptx_x[sl], ptx_targets=ptx_y[sl])
+                            frac = (sl.stop - sl.start) / ptx_x.shape[0]
+                            (ptx_coef * frac * ptx_loss).backward()
+                            mb["ptx_loss"] = mb.get("ptx_loss", 0.0) + float(ptx_loss.detach()) * frac
+                    where = f"step {step + 1}"
+                    check_finite("loss", all_reduce_mean(mb["policy_loss"] + mb["value_loss"] + mb.get("ptx_loss", 0.0), d), where)
+                    mb["grad_norm"] = _clip_step(policy, opt_policy, cfg.grad_clip, where)
+                    if opt_value is not None:
+                        mb["value_grad_norm"] = _clip_step(value_module, opt_value, cfg.grad_clip, where)
+                    for key, val in mb.items():
+                        totals[key] = totals.get(key, 0.0) + val
+                    n_updates += 1
+            t_trained = time.time()
+
+            # 5. statistics, KL controller, logging
+            seq_kl = float(all_reduce_mean(float((kl.sum(-1)).mean()), d))
+            mean_score = all_reduce_mean(float(scores.mean()), d)
+            check_finite("reward", mean_score, f"step {step + 1}")
+            check_finite("KL", seq_kl, f"step {step + 1}")
+            beta_used = kl_ctl.beta
+            kl_ctl.update(seq_kl, B * d.world_size)
+            step += 1
+            episodes_done += B * d.world_size
+            row: dict[str, Any] = {
+                "reward": all_reduce_mean(float(rewards.sum(-1).mean()), d),
+                "score": mean_score,
+                "kl": seq_kl,
+                "kl_k3": all_reduce_mean(float(rl.kl_estimate(old_logprobs, ref_logprobs, "k3").mul(ep.mask).sum(-1).mean()), d),
+                "beta": beta_used,
+                "response_len": all_reduce_mean(float(ep.mask.sum(-1).mean()), d),
+                "finished_frac": all_reduce_mean(float(ep.finished.float().mean()), d),
+                "explained_variance": rl.explained_variance(old_values, returns, ep.mask),
+                "value_mean": float(rl.masked_mean(old_values, ep.mask)),
+                "lr": lr, "value_lr": value_lr, "episodes": episodes_done,
+                "time_sample": t_sampled - t_start, "time_score": t_scored - t_sampled, "time_train": t_trained - t_scored,
+            }
+            for key, val in totals.items():
+                row[key] = all_reduce_mean(val / max(1, n_updates), d)
+            if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
+                row.update(evaluate(step))
+                last_gold = row.get("gold_score", last_gold)
+            if d.is_main and cfg.sample_every > 0 and (step % cfg.sample_every == 0 or step == cfg.steps):
+                _write_samples(work, step, tok, roll, responses, batch_prompts, scores, kl, idx, records, world, stop_ids, cfg.n_samples)
+            row["episodes_per_s"] = B * d.world_size / max(time.time() - t_start, 1e-9)
+            log.log(step, **row)
+            bar.set_postfix(score=f"{mean_score:.3f}", kl=f"{seq_kl:.2f}", beta=f"{beta_used:.3g}",
+                            gold=f"{last_gold:.3f}" if last_gold is not None else "-")
+            bar.update(1)
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop:
+                if d.is_main:
+                    save_checkpoint(work, models, optimizers, {
+                        "step": step, "episodes": episodes_done, "prompts": stream.state(), "kl": kl_ctl.state(),
+                        "ptx": ptx_batches.state() if ptx_batches is not None else None})
+                barrier(d)
+        bar.close()
+        log.close()
+        if step < cfg.steps:  # stopped early on purpose: leave the partial folder and its checkpoint
+            return work
+        if d.is_main:
+            save_model(policy_lm, tok, work)
+            if value_module is not None:
+                value_module.model.config.reward_bias = float(value_module.bias.detach())
+                value_module.model.config.reward_std = 1.0
+                value_module.model.save_pretrained(str(work / "value"), safe_serialization=True)
+            elif value_head is not None:
+                from safetensors.torch import save_file
+
+                (work / "value").mkdir(exist_ok=True)
+                save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}, str(work / "value" / "value_head.safetensors"))
+            save_config(cfg, work)
+            shutil.rmtree(work / "checkpoint", ignore_errors=True)
+            finish_output(work, out, {"step": step, "episodes": episodes_done, "ptx_coef": ptx_coef, "gold_score": last_gold,
+                                      "final_beta": kl_ctl.beta})
+        barrier(d)
+        return out
+    finally:
+        cleanup_distributed(d)
+
+
+# ---------------------------------------------------------------------------------------------- small helpers
+def _seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 4099 + rank * 7919 + 17) % (2**62)
+
+
+def _global_stats(x: Any, mask: Any, d: Any) -> tuple[Any, Any]:
+    """(mean, unbiased var) over the real tokens of every rank."""
+    import torch
+
+    s = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(s)
+    total, sq, n = s.tolist()
+    n = max(n, 1.0)
+    mean = total / n
+    var = max(sq / n - mean * mean, 0.0) * (n / (n - 1) if n > 1 else 1.0)
+    return torch.tensor(mean, device=x.device), torch.tensor(var, device=x.device)
+
+
+def _wrap(module: Any, d: Any, find_unused: bool = False) -> Any:
+    if module is None or not d.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(module, device_ids=[d.local_rank] if d.device.type == "cuda" else None, find_unused_parameters=find_unused)
+
+
+class _sync:
+    """Skip DDP's gradient all-reduce on all but the last backward of an update."""
+
+    def __init__(self, module: Any, last: bool):
+        self.ctx = module.no_sync() if (module is not None and hasattr(module, "no_sync") and not last) else None
+
+    def __enter__(self):
+        if self.ctx is not None:
+            self.ctx.__enter__()
+
+    def __exit__(self, *a):
+        if self.ctx is not None:
+            return self.ctx.__exit__(*a)
+        return False
+
+
+def _clip_step(module: Any, opt: Any, clip: float, where: str) -> float:
+    """Clip the gradient norm, refuse a non-finite one (nothing is updated, the last good checkpoint stays), step."""
+    import torch
+
+    from ..train import check_finite
+
+    params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    gn = float(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")))
+    check_finite("gradient norm", gn, where)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return gn
+
+
+def _write_samples(work: Path, step: int, tok: Any, roll: Any, responses: list[list[int]], prompts: list[list[int]], scores: Any,
+                   kl: Any, idx: list[int], records: list[dict], world: Any, stop_ids: list[int], n: int) -> None:
+    stops = set(stop_ids)
+    rows = []
+    judge = world.judge() if world is not None else None
+    for i in range(min(n, len(responses))):
+        ids = responses[i][:-1] if responses[i] and responses[i][-1] in stops else responses[i]
+        text = tok.decode(ids, skip_special_tokens=True)
+        row = {"prompt": tok.decode(prompts[i], skip_special_tokens=True), "response": text, "score": round(float(scores[i]), 4),
+               "kl": round(float(kl[i].sum()), 4), "length": len(responses[i])}
+        if judge is not None and "family" in records[idx[i]]:
+            row["gold"] = round(float(judge.score(records[idx[i]], text).score), 4)
+        rows.append(row)
+    with open(work / "samples.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "samples": rows}, ensure_ascii=False) + "\n")
