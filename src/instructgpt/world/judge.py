@@ -468,6 +468,8 @@ class Judge:
         # sentences that name only entities unrelated to the prompt are irrelevant text ("garbage")
         n_irr = 0
         for s in a.sents:
+            if s.rstrip(" \"')").endswith("?"):
+                continue  # questions are penalised as continuing with a question, not twice
             ids = set(kb.mention_ids(s))
             if ids and not (ids & rel):
                 n_irr += 1
