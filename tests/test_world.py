@@ -48,6 +48,18 @@ def test_same_seed_gives_byte_identical_files(tmp_path, saved):
     assert (saved / "kb.jsonl").read_bytes() != (tmp_path / "other" / "kb.jsonl").read_bytes()
 
 
+def test_same_files_in_another_process_with_another_hash_seed(tmp_path, saved):
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from instructgpt.world import World; World.generate(seed=0, size='tiny').save(sys.argv[1])"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "p")], check=True, env=env)
+    for name in FILES:
+        assert (saved / name).read_bytes() == (tmp_path / "p" / name).read_bytes(), name
+
+
 def test_load_round_trip(saved, tiny):
     w = World.load(saved)
     assert w.meta == json.loads((saved / "world.json").read_text())

@@ -74,9 +74,10 @@ class Analysis:
         self.years = T.years(self.text)
         self.numbers = T.numbers(self.text)
         self.items = T.list_items(self.text)
-        self.fields = set(_found(_FIELD_RE, self.low))
-        self.professions = set(_found(_PROF_RE, self.low))
-        self.features = set(_found(_FEATURE_RE, self.low))
+        # ordered (first mention first) and set-like, so details come out in the same order in every process
+        self.fields = dict.fromkeys(_found(_FIELD_RE, self.low)).keys()
+        self.professions = dict.fromkeys(_found(_PROF_RE, self.low)).keys()
+        self.features = dict.fromkeys(_found(_FEATURE_RE, self.low)).keys()
         self.negated = bool(_NEG_RE.search(self.low))
         self.refusal = any(m in self.low for m in vocab.REFUSAL_MARKERS)
         self.complies = bool(_COMPLY_RE.search(self.low))
