@@ -154,9 +154,9 @@ class Judge:
             from ..errors import UserError
 
             raise UserError(f"prompt {rec.get('id', '?')}: its meta lacks what family {fam.name!r} checks ({e!r})") from None
+        fdet = dict(fdet)
+        false_claims = list(dict.fromkeys(false_claims + list(fdet.pop("false_claims", []))))
         det.update(fdet)
-        false_claims = list(dict.fromkeys(false_claims + list(fdet.pop("false_claims", []) if "false_claims" in fdet else [])))
-        det.pop("false_claims", None)
         for k, v in fflags.items():
             flags[k] = flags.get(k, False) or v
         is_harmful = fam.category == "harmful"
