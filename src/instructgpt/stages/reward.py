@@ -207,7 +207,6 @@ def score_sequences(model: Any, seqs: list[list[int]], pad_id: int, device: Any,
 
     was = model.training
     model.eval()
-    out: list[float] = []
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
     vals = [0.0] * len(seqs)
     with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
@@ -221,10 +220,9 @@ def score_sequences(model: Any, seqs: list[list[int]], pad_id: int, device: Any,
                 mask[r, : len(seqs[i])] = 1
             for i, v in zip(idx, raw_rewards(model, ids.to(device), mask.to(device)).float().cpu().tolist()):
                 vals[i] = v
-    out = vals
     if was:
         model.train()
-    return out
+    return vals
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
