@@ -1,0 +1,84 @@
+"""`igpt run --preset tiny` end to end: every stage folder, the report and every metric; reruns skip; interrupted stages resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from instructgpt.cli import main
+from instructgpt.stages.evaluate import METRICS
+
+STAGE_FOLDERS = ["world", "tokenizer", "pretrain", "sft", "comparisons", "rm", "ppo", "ppo-ptx", "eval"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("pipeline") / "run"
+    # interrupt pretraining half-way (as a kill would: a checkpoint in pretrain.partial/, no pretrain/ folder) ...
+    assert main(["run", "--preset", "tiny", "--run", str(run), "--stop-after", "tokenizer"]) == 0
+    from instructgpt.config import build_config
+    from instructgpt.stages.pretrain import PretrainConfig, run as pretrain
+
+    cfg = build_config(PretrainConfig, preset="tiny")
+    partial = pretrain(dataclasses.replace(cfg, run=str(run), stop_after=cfg.max_steps // 2, progress=False))
+    assert partial.name == "pretrain.partial" and not (run / "pretrain").exists()
+    return run
+
+
+def test_tiny_pipeline_end_to_end(tiny_run, capsys):
+    # ... then the pipeline continues it and runs every later stage
+    assert main(["run", "--preset", "tiny", "--run", str(tiny_run)]) == 0
+    err = capsys.readouterr().err
+    assert "pretrain     running (resuming)" in err
+    metrics = [json.loads(x) for x in (tiny_run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    steps = [m["step"] for m in metrics]
+    assert steps == sorted(set(steps)) and steps[-1] > 0
+    for name in STAGE_FOLDERS:
+        assert (tiny_run / name / "igpt_complete.json").is_file(), name
+        assert not (tiny_run / f"{name}.partial").exists(), name
+    results = json.loads((tiny_run / "eval" / "results.json").read_text())
+    assert set(results["models"]) >= {"pretrained", "pretrained_prompted", "sft", "ppo", "ppo_ptx"}
+    for name, m in results["models"].items():
+        for key in METRICS:
+            assert key in m, (name, key)
+        assert 0.0 <= m["win_rate_vs_sft"] <= 1.0 and m["win_rate_ci95"][0] <= m["win_rate_vs_sft"] <= m["win_rate_ci95"][1]
+        assert m["gold_score_mean"] is not None and m["pretrain_val_loss"] > 0
+    for key in ("accuracy_train_labelers", "accuracy_heldout_labelers", "labeler_agreement"):
+        assert results["reward_model"][key] is not None, key
+    for stage in STAGE_FOLDERS:
+        assert stage in results["timings_s"] or stage == "eval"
+    page = (tiny_run / "eval" / "report.html").read_text()
+    assert "Win rate against SFT" in page and "data:image/png;base64," in page and "http://" not in page.replace("http://www.w3.org", "")
+
+
+def test_rerun_skips_completed_stages(tiny_run, capsys):
+    before = (tiny_run / "eval" / "results.json").stat().st_mtime_ns
+    assert main(["run", "--preset", "tiny", "--run", str(tiny_run)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("already complete, skipped") == len(STAGE_FOLDERS)
+    assert "win vs SFT" in captured.out  # the final table is printed again
+    assert (tiny_run / "eval" / "results.json").stat().st_mtime_ns == before
+
+
+def test_run_refuses_a_different_preset_in_the_same_folder(tiny_run, capsys):
+    assert main(["run", "--preset", "default", "--run", str(tiny_run)]) == 2
+    assert "was started with preset tiny" in capsys.readouterr().err
+
+
+def test_pipeline_config_file_tables_reach_the_stages(tmp_path, capsys):
+    from instructgpt.cli import config_from_args
+    from instructgpt.pipeline import RunConfig, stage_config
+    from instructgpt.stages.pretrain import PretrainConfig
+
+    f = tmp_path / "p.toml"
+    f.write_text('preset = "tiny"\nseed = 3\n[pretrain]\nmax_steps = 7\n')
+    cfg = config_from_args("run", RunConfig, ["--config", str(f)])
+    assert cfg.preset == "tiny" and cfg.seed == 3
+    sub = stage_config("pretrain", PretrainConfig, cfg, tmp_path / "r")
+    assert sub.max_steps == 7 and sub.seed == 3 and sub.resume and sub.d_model == PretrainConfig.presets["tiny"]["d_model"]
+    f.write_text('[pretrain]\nmax_stepz = 7\n')
+    cfg = config_from_args("run", RunConfig, ["--config", str(f)])
+    with pytest.raises(Exception, match="unknown key 'max_stepz'"):
+        stage_config("pretrain", PretrainConfig, cfg, tmp_path / "r")
