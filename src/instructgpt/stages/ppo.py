@@ -536,8 +536,11 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics,
     )
 
+    from transformers.utils import logging as hf_logging
+
     validate(cfg)
     paths = resolve_paths(cfg, have_reward_fn=reward_fn is not None)
+    hf_logging.disable_progress_bar()
     out: Path = paths["out"]
     ptx_coef = cfg.ptx_coef
     d = init_distributed(cfg.device)
@@ -590,6 +593,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         scorer = None
         if reward_fn is None:
             scorer = RewardScorer(_no_dropout(load_sequence_classifier(paths["reward"], dev)).requires_grad_(False))
+            if scorer.model.get_input_embeddings().weight.shape[0] < len(tok):
+                raise UserError(f"--reward-model: {paths['reward']} has a smaller vocabulary than the policy's tokenizer; "
+                                "the reward model must share the policy's tokenizer")
         value_head, value_module = None, None
         if cfg.value_head_on_policy:
             value_head = torch.nn.Linear(policy_lm.config.hidden_size, 1).to(dev)
