@@ -76,10 +76,10 @@ def _summary(folder: Path) -> str:
         return ""
     parts = []
     for k, v in info.items():
-        if k == "completed_at" or isinstance(v, (dict, list)):
+        if k == "completed_at" or isinstance(v, (dict, list)) or v is None:
             continue
         parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-    return ", ".join(parts)
+    return ", ".join(parts[:5])
 
 
 def _fmt_time(s: float) -> str:
@@ -108,23 +108,25 @@ def run(cfg: RunConfig) -> Path:
         if name == cfg.stop_after:
             break
     total0 = time.time()
+    eval_ran = False
     print(f"igpt run: preset {cfg.preset}, run directory {run_dir}", file=sys.stderr)
     for name, mod, sub in configs:
         folder = run_dir / name
-        if is_complete(folder):
+        if is_complete(folder) or (name == "world" and (folder / "world.json").is_file()):
             print(f"  = {name:<12} already complete, skipped   {_summary(folder)}", file=sys.stderr)
         else:
             resumed = " (resuming)" if partial_path(folder).exists() else ""
             print(f"  > {name:<12} running{resumed}...", file=sys.stderr)
             t0 = time.time()
             mod.run(sub)
+            eval_ran = eval_ran or name == "eval"
             timings[name] = round(time.time() - t0, 1)
             timings_path.write_text(json.dumps(timings, indent=1))
             print(f"  ✓ {name:<12} {_fmt_time(timings[name]):>8}   {_summary(folder)}", file=sys.stderr)
         if name == cfg.stop_after:
             break
     results = run_dir / "eval" / "results.json"
-    if results.is_file() and not cfg.stop_after:
+    if results.is_file() and not cfg.stop_after and not eval_ran:  # evaluation prints its table when it runs
         from .stages.evaluate import format_table
 
         print(format_table(json.loads(results.read_text())))

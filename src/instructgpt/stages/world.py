@@ -30,7 +30,15 @@ def run(cfg: WorldConfig) -> Path:
     out = cfg.out or (str(Path(cfg.run) / "world") if cfg.run else "")
     if not out:
         raise UserError("--out: give an output folder (or --run)")
-    return world_command(out, seed=cfg.seed, size=cfg.size, overwrite=cfg.overwrite)
+    import json
+
+    from ..rundir import COMPLETE_MARKER
+
+    path = Path(world_command(out, seed=cfg.seed, size=cfg.size, overwrite=cfg.overwrite))
+    meta = json.loads((path / "world.json").read_text())
+    info = {"size": cfg.size, "seed": cfg.seed, "entities": meta.get("counts", {}).get("entities_total")}
+    (path / COMPLETE_MARKER).write_text(json.dumps(info))
+    return path
 
 
 @dataclasses.dataclass
