@@ -151,13 +151,15 @@ def test_other_pairwise_shapes(tmp_path):
         {"prompt": "hi", "chosen": "hello", "rejected": "go away"},
         {"prompt": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}],
          "chosen": [{"role": "assistant", "content": "hello"}], "rejected": [{"role": "assistant", "content": "no"}]},
-        {"prompt": "x", "responses": ["a", "b", "c"], "ranking": [2, 0, 1], "labeler": "bob"},
+        {"prompt": "x", "responses": ["a", "b", "c"], "ranking": [2, 0, 1], "labeler": "bob", "task_id": 0,
+         "split": "rm-heldout", "flags": {"pool": "heldout"}},
         "",
     ])
     comps = read_comparisons(f)
     assert [c.k for c in comps] == [2, 2, 3]
     assert comps[1].prompt[0]["role"] == "system" and comps[1].responses == ["hello", "no"]
     assert comps[2].pairs == [(2, 0), (2, 1), (0, 1)] and comps[2].labeler == "bob"
+    assert (comps[2].task, comps[2].heldout, comps[2].pool) == ("0", True, "heldout") and not comps[0].heldout
 
 
 BAD_LINES = [

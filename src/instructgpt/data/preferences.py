@@ -212,7 +212,7 @@ def _labeler_fields(obj: dict, where: str) -> dict:
     pool = flags.get("pool", "train") if isinstance(flags, dict) else "train"
     return {"labeler": lab, "pool": pool if pool in ("train", "heldout") else "train",
             "heldout": obj.get("split") == HELDOUT_SPLIT, "prompt_id": str(obj.get("prompt_id") or ""),
-            "task": str(obj.get("task_id") or "")}
+            "task": "" if obj.get("task_id") is None else str(obj["task_id"])}
 
 
 def _apply_empty_policy(responses: list[str], ranking: list[list[int]], where: str, skips: SkipReport,
