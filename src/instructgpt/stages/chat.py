@@ -1,12 +1,18 @@
-"""`igpt chat`: a terminal chat with a model, streaming its tokens, keeping the conversation, with /reset, /system and /quit."""
+"""`igpt chat`: a terminal chat with a model, streaming its tokens, keeping the conversation, with /reset, /system and /quit.
+
+At a terminal it shows a prompt and line editing; with piped input (``echo "Hi" | igpt chat --model M``) it reads one
+message per line and prints one reply per line, so it can be scripted and tested. Notices (conversation reset, system
+message set) are printed in parentheses. When the conversation outgrows the model's context, the oldest turns are
+dropped (the system message stays).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..config import StageConfig, field
+from ..config import StageConfig, check_positive, check_range, field
 from ..errors import UserError
 
 HELP = "commands: /reset (forget the conversation), /system TEXT (set a system message), /quit"
@@ -18,58 +24,107 @@ class ChatConfig(StageConfig):
 
     stage: ClassVar[str] = "chat"
 
-    model: str = field("", "model folder or hub id")
+    model: str = field("", "model folder or hub id (default: the newest of <run>/ppo-ptx, ppo, sft, pretrain)")
+    run: str = field("", "run directory to take the model from when --model is not given")
     system: str = field("", "system message at the start of the conversation")
     max_new_tokens: int = field(128, "longest reply in tokens")
     temperature: float = field(0.7, "sampling temperature (0 = greedy)")
     top_p: float = field(0.95, "nucleus sampling mass")
     top_k: int = field(0, "sample among the k most likely tokens (0 = all)")
-    seed: int = field(0, "random seed (each reply uses the next seed)")
+    seed: int = field(0, "random seed (each reply uses the next seed; -1 = random)")
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
+
+
+def _model_path(cfg: ChatConfig) -> str:
+    if cfg.model:
+        return cfg.model
+    if cfg.run:
+        from pathlib import Path
+
+        from ..rundir import is_complete
+
+        for name in ("ppo-ptx", "ppo", "sft", "pretrain"):
+            if is_complete(Path(cfg.run) / name):
+                return str(Path(cfg.run) / name)
+        raise UserError(f"--run: {cfg.run} holds no finished model (ppo-ptx, ppo, sft or pretrain)")
+    raise UserError("--model: give a model folder or hub id (or --run)")
+
+
+def fit_context(tok: Any, messages: list[dict], budget: int) -> list[dict]:
+    """Drop the oldest user/assistant exchanges (keeping a system message) until the prompt fits ``budget`` tokens."""
+    from ..sampling import encode_prompt
+
+    msgs = list(messages)
+    head = msgs[:1] if msgs and msgs[0]["role"] == "system" else []
+    while len(encode_prompt(tok, msgs)) > budget and len(msgs) > len(head) + 1:
+        msgs = head + msgs[len(head) + 2 :]  # drop one exchange: user + assistant
+    return msgs
 
 
 def run(cfg: ChatConfig) -> None:
     from ..models import resolve_device
     from ..sampling import load_model, stream_chat
 
-    if not cfg.model:
-        raise UserError("--model: give a model folder or hub id")
-    model, tok = load_model(cfg.model, resolve_device(cfg.device))
+    check_positive(cfg, "max_new_tokens")
+    check_range(cfg, "top_p", 0.0, 1.0)
+    path = _model_path(cfg)
+    model, tok = load_model(path, resolve_device(cfg.device))
+    context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 4096
+    budget = max(1, context - cfg.max_new_tokens)
     interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+        print(f"chatting with {path}; {HELP}", flush=True)
     system = cfg.system
     history: list[dict] = []
-    if interactive:
-        print(f"chatting with {cfg.model}; {HELP}", flush=True)
     turn = 0
     while True:
         try:
             line = input("you> " if interactive else "")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):
+            if interactive:
+                print()
             break
         text = line.strip()
         if not text:
             continue
-        if text == "/quit":
+        if text in ("/quit", "/exit"):
             break
         if text == "/reset":
             history = []
             print("(conversation reset)", flush=True)
             continue
-        if text.startswith("/system"):
+        if text == "/system" or text.startswith("/system "):
             system = text[len("/system"):].strip()
             history = []
             print(f"(system message set{': ' + system if system else ' to none'}; conversation reset)", flush=True)
             continue
+        if text in ("/help", "/?"):
+            print(f"({HELP})", flush=True)
+            continue
         if text.startswith("/"):
             print(f"(unknown command {text.split()[0]}; {HELP})", flush=True)
             continue
-        history.append({"role": "user", "content": text})
+        history.append({"role": "user", "content": line.rstrip("\n")})
         messages = ([{"role": "system", "content": system}] if system else []) + history
-        print("model> " if interactive else "", end="", flush=True)
+        fitted = fit_context(tok, messages, budget)
+        if len(fitted) < len(messages):
+            print("(the oldest turns no longer fit the model's context and were dropped)", flush=True)
+            history = fitted[1:] if system else fitted
+            messages = fitted
+        if interactive:
+            print("model> ", end="", flush=True)
+        seed = None if cfg.seed < 0 else cfg.seed + turn
         reply = []
-        for piece in stream_chat(model, tok, messages, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, seed=cfg.seed + turn):
-            reply.append(piece)
-            print(piece, end="", flush=True)
+        try:
+            for piece in stream_chat(model, tok, messages, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, seed=seed):
+                reply.append(piece)
+                print(piece.replace("\n", "\n" if interactive else " "), end="", flush=True)
+        except KeyboardInterrupt:  # stop this reply, keep chatting
+            pass
         print(flush=True)
         history.append({"role": "assistant", "content": "".join(reply)})
         turn += 1

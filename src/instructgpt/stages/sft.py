@@ -1,19 +1,24 @@
 """Step 2, supervised fine-tuning: minimise -sum log P(y | x) on demonstrations, with the loss on the response tokens only.
 
-The story of the stage: read the demonstrations (the world's, or a chat / prompt-response / Alpaca JSONL), render each
-conversation into token ids and its assistant-only loss mask, drop (and count) the ones longer than ``--max-len``, group
-examples of similar length into batches of at most ``--batch-tokens`` padded tokens, then train for a few epochs with
-warmup + cosine decay and residual dropout, optionally mixing in pretraining text (InstructGPT's PPO start model had 10%).
-After each epoch the validation loss is measured, and the best epoch by ``--select-by`` is kept (validation loss, or the
-reward model's mean score of sampled answers to validation prompts, which is how InstructGPT chose its SFT model).
+The story of the stage: read the demonstrations (the world's, or chat / prompt-response / Alpaca JSONL), render each
+conversation into token ids and its assistant-only loss mask (``data.chat.render``), drop and count the ones longer than
+``--max-len``, group examples of similar length into micro-batches of at most ``--batch-tokens`` padded tokens, then
+train for a few epochs with warmup + cosine decay and residual dropout, optionally mixing in pretraining text
+(InstructGPT's PPO start model had 10%). The loss of a step is the mean over every labelled token in it (all
+micro-batches, all processes). After each epoch the validation loss is measured and the best epoch by ``--select-by`` is
+kept: validation loss, or the reward model's mean score of sampled answers to validation prompts, which is how
+InstructGPT chose its SFT model (its validation loss overfits after one epoch while the reward keeps improving).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,41 +34,47 @@ class SFTConfig(StageConfig):
 
     stage: ClassVar[str] = "sft"
     presets: ClassVar[dict] = {
-        "tiny": dict(epochs=2, batch_tokens=2048, lr=2e-3, warmup_steps=2, max_len=128, max_examples=400, dropout=0.0),
-        "default": dict(epochs=2, batch_tokens=3072, lr=1e-3, max_len=192, max_examples=0, dropout=0.0, ptx_fraction=0.1),
-        "gpu": dict(epochs=4, batch_tokens=32768, lr=1e-4, max_len=1024, dropout=0.1, ptx_fraction=0.1),
+        "tiny": dict(epochs=2, batch_tokens=1024, lr=2e-3, warmup_steps=2, max_examples=200, samples=0, checkpoint_every=0),
+        "default": dict(epochs=3, batch_tokens=2048, lr=1e-3, warmup_steps=10, dropout=0.1, ptx_fraction=0.0),
+        "gpu": dict(epochs=4, batch_tokens=32768, lr=5e-5, warmup_steps=20, dropout=0.1, max_len=2048, ptx_fraction=0.1),
     }
 
     run: str = field("", "run directory: reads <run>/pretrain and <run>/world, writes <run>/sft")
     model: str = field("", "model to fine-tune: folder or hub id (default: <run>/pretrain)")
-    data: str = field("", "demonstrations JSONL (default: the world's sft demonstrations in <run>/world)")
-    format: str = field("auto", "auto, chat, prompt_response or alpaca (instruction/input/output)")
-    val_data: str = field("", "validation demonstrations JSONL (default: a held-out share of --data)")
+    data: str = field("", "demonstrations: a JSONL file, a folder of them, or a world folder (default: <run>/world)")
+    format: str = field("auto", "demonstration format: auto (per line), chat, prompt_response or alpaca")
+    val_data: str = field("", "validation demonstrations (default: --val-fraction of --data, chosen by a hash of the prompt)")
     val_fraction: float = field(0.05, "share of demonstrations held out for validation when there is no --val-data")
+    max_examples: int = field(0, "use at most this many training demonstrations (0 = all)")
     out: str = field("", "output model folder (default: <run>/sft)")
-    epochs: int = field(2, "passes over the demonstrations")
-    batch_tokens: int = field(3072, "padded tokens per micro-batch (examples of similar length are grouped)")
+    epochs: int = field(3, "passes over the demonstrations")
+    batch_tokens: int = field(2048, "padded tokens per micro-batch per process (examples of similar length are grouped)")
     grad_accum: int = field(1, "micro-batches per optimiser step")
     lr: float = field(1e-3, "peak learning rate")
     min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)")
     warmup_steps: int = field(10, "linear warmup steps")
     weight_decay: float = field(0.0, "AdamW weight decay on weight matrices")
+    beta2: float = field(0.95, "AdamW beta2")
     grad_clip: float = field(1.0, "clip the global gradient norm (0 = off)")
-    dropout: float = field(0.0, "residual dropout (InstructGPT: 0.2 at 175B; small models do better with less)")
-    max_len: int = field(192, "longest conversation in tokens; longer ones are dropped and counted")
-    max_examples: int = field(0, "use at most this many demonstrations (0 = all)")
-    ptx_fraction: float = field(0.0, "share of each batch's sequences that are pretraining text (InstructGPT's PPO start model: 0.1)")
+    dropout: float = field(0.1, "residual dropout (InstructGPT: 0.2)")
+    max_len: int = field(0, "longest conversation in tokens; longer ones are dropped and counted (0 = the model's context)")
+    ptx_fraction: float = field(0.0, "share of the loss's tokens that are pretraining text (InstructGPT's PPO start model: 0.1)")
     ptx_corpus: str = field("", "pretraining corpus for --ptx-fraction (default: <run>/world)")
-    select_by: str = field("val_loss", "keep the best epoch by val_loss, reward (needs --reward-model) or last")
+    ptx_seq_len: int = field(128, "length of the pretraining sequences mixed in")
+    select_by: str = field("val_loss", "keep the best evaluation by val_loss, reward (needs --reward-model) or last")
     reward_model: str = field("", "reward-model folder for --select-by reward")
-    eval_every_epoch: bool = field(True, "measure validation loss after every epoch")
-    checkpoint_every: int = field(50, "checkpoint every N steps (and after every epoch)")
+    select_prompts: int = field(64, "validation prompts sampled and scored for --select-by reward")
+    eval_every: int = field(0, "also evaluate every N steps (0 = after each epoch only)")
+    samples: int = field(3, "sampled answers to validation prompts logged to samples.jsonl after each epoch")
+    max_new_tokens: int = field(64, "longest sampled answer (samples and reward selection)")
+    checkpoint_every: int = field(50, "checkpoint every N steps (and after every epoch; 0 = epochs only)")
     stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)")
     resume: bool = field(False, "continue an interrupted run from its last checkpoint")
     overwrite: bool = field(False, "replace an existing output folder")
     precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
-    seed: int = field(0, "random seed")
+    seed: int = field(0, "random seed (data order, dropout, sampling)")
+    cache_dir: str = field("", "where the tokenised pretraining corpus is cached (default: <run>/.cache or beside the output)")
     tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
     wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
     progress: bool = field(True, "show a progress bar")
@@ -72,50 +83,95 @@ class SFTConfig(StageConfig):
 def _paths(cfg: SFTConfig) -> dict[str, Any]:
     run = Path(cfg.run) if cfg.run else None
     out = Path(cfg.out) if cfg.out else (run / "sft" if run else None)
-    model = cfg.model or (str(run / "pretrain") if run else "")
-    data = cfg.data or (str(run / "world") if run else "")
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
+    model = cfg.model or (str(run / "pretrain") if run else "")
     if not model:
         raise UserError("--model: give the model to fine-tune (or --run with a pretrain/ folder)")
+    data = cfg.data or (str(run / "world") if run else "")
     if not data:
         raise UserError("--data: give a demonstrations file (or --run with a world)")
     ptx = cfg.ptx_corpus or (str(run / "world") if run else "")
-    return {"out": out, "model": model, "data": data, "ptx": ptx, "cache": (run / ".cache") if run else out.parent / ".cache"}
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / ".cache") if run else out.parent / ".cache")
+    return {"out": out, "model": model, "data": data, "ptx": ptx, "cache": cache}
 
 
-def load_conversations(data: str, fmt: str, split: str = "sft") -> list[list[dict]]:
-    from ..data.chat import load_demonstrations
+def validate(cfg: SFTConfig) -> None:
+    check_positive(cfg, "epochs", "batch_tokens", "grad_accum", "lr", "ptx_seq_len", "max_new_tokens")
+    check_range(cfg, "val_fraction", 0.0, 0.5)
+    check_range(cfg, "ptx_fraction", 0.0, 0.9)
+    check_range(cfg, "dropout", 0.0, 0.9)
+    check_range(cfg, "min_lr_ratio", 0.0, 1.0)
+    for name in ("max_len", "max_examples", "warmup_steps", "eval_every", "samples", "checkpoint_every", "stop_after", "select_prompts"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(cfg, name)}")
+    if cfg.select_by not in ("val_loss", "reward", "last"):
+        raise UserError(f"--select-by: must be val_loss, reward or last, got '{cfg.select_by}'")
+    if cfg.select_by == "reward" and not cfg.reward_model:
+        raise UserError("--select-by reward needs --reward-model FOLDER")
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
+    from ..data.chat import FORMATS
 
-    return [r["messages"] for r in load_demonstrations(data, fmt, world_split=split)]
+    if cfg.format not in FORMATS:
+        raise UserError(f"--format: unknown format '{cfg.format}' (choose from {', '.join(FORMATS)})")
 
 
-def encode_all(tok: Any, convs: list[list[dict]], max_len: int) -> tuple[list[tuple[list[int], list[int]]], int]:
-    """Render every conversation; drop those longer than ``max_len`` (returned count) or with nothing to learn."""
-    from ..data.chat import render
+# ---------------------------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class SFTData:
+    train: list[dict]  # records with "ids" and "mask" (data.chat.render)
+    val: list[dict]
+    dropped: list[dict]  # too long for --max-len, train and validation
+    max_len: int
 
-    out, dropped = [], 0
-    for c in convs:
-        ids, mask = render(tok, c)
-        if len(ids) > max_len or not any(mask[1:]):
-            dropped += 1
-            continue
-        out.append((ids, mask))
-    return out, dropped
+
+def prepare_data(cfg: SFTConfig, data: str, tok: Any, max_len: int) -> SFTData:
+    """Read, split and render the demonstrations; overlong ones are dropped (never cut inside a response)."""
+    from ..data.chat import is_validation, load_demonstrations, render_all
+
+    records = load_demonstrations(data, cfg.format, world_split="sft")
+    if cfg.val_data:
+        train_recs, val_recs = records, load_demonstrations(cfg.val_data, cfg.format, world_split="sft")
+    else:
+        train_recs = [r for r in records if not is_validation(r["messages"], cfg.val_fraction)]
+        val_recs = [r for r in records if is_validation(r["messages"], cfg.val_fraction)]
+        if cfg.val_fraction > 0 and not val_recs and len(train_recs) > 1:  # tiny data: hold out one example anyway
+            val_recs = [train_recs.pop()]
+    if cfg.max_examples:
+        train_recs = train_recs[: cfg.max_examples]
+    train, dropped = render_all(tok, train_recs, max_len)
+    val, dropped_val = render_all(tok, val_recs, max_len)
+    if not train:
+        raise UserError(f"no training demonstration fits --max-len {max_len} ({len(dropped)} are longer)")
+    return SFTData(train, val, dropped + dropped_val, max_len)
+
+
+def example_tensors(rec: dict) -> tuple[list[int], list[int]]:
+    """(inputs, labels) of one rendered example: labels[t] is the token after position t when it is in the loss, else -100."""
+    ids, mask = rec["ids"], rec["mask"]
+    return ids[:-1], [t if m else -100 for t, m in zip(ids[1:], mask[1:])]
+
+
+def n_targets(rec: dict) -> int:
+    return sum(rec["mask"][1:])
 
 
 def length_grouped_batches(lengths: list[int], batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
-    """Batches of example indices with at most ``batch_tokens`` padded tokens, similar lengths together, in a seeded order."""
-    rng = random.Random(seed * 1000 + epoch)
+    """Micro-batches of example indices with at most ``batch_tokens`` padded tokens each, in a seeded order.
+
+    The examples are shuffled, then sorted by length within large chunks, so a batch holds examples of similar length
+    (little padding) while the order still changes every epoch; the batches themselves are shuffled too.
+    """
+    rng = random.Random(f"sft:{seed}:{epoch}")
     order = list(range(len(lengths)))
     rng.shuffle(order)
+    chunk = 64 * max(1, batch_tokens // max(1, max(lengths)))
     batches: list[list[int]] = []
-    chunk = 64 * max(1, batch_tokens // max(1, max(lengths)))  # sort within large chunks: grouping without a fixed order
     for s in range(0, len(order), chunk):
-        part = sorted(order[s : s + chunk], key=lambda i: lengths[i])
         cur: list[int] = []
-        for i in part:
-            if cur and max(lengths[j] for j in cur + [i]) * (len(cur) + 1) > batch_tokens:
+        for i in sorted(order[s : s + chunk], key=lambda j: (lengths[j], j)):
+            if cur and lengths[i] * (len(cur) + 1) > batch_tokens:  # sorted ascending: the new example is the longest
                 batches.append(cur)
                 cur = []
             cur.append(i)
@@ -125,252 +181,323 @@ def length_grouped_batches(lengths: list[int], batch_tokens: int, seed: int, epo
     return batches
 
 
-def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[Any, Any, Any]:
-    """Right-padded (input_ids, attention_mask, labels); labels are -100 off the assistant tokens."""
+def collate(records: list[dict], pad_id: int) -> tuple[Any, Any]:
+    """Right-padded (input_ids, labels). Right padding needs no attention mask: causal attention never looks ahead."""
     import torch
 
-    width = max(len(ids) for ids, _ in examples)
-    ids_t = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    att = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    for r, (ids, mask) in enumerate(examples):
-        n = len(ids)
-        ids_t[r, :n] = torch.tensor(ids)
-        att[r, :n] = 1
-        lab = torch.tensor(ids)
-        lab[torch.tensor(mask) == 0] = -100
-        labels[r, :n] = lab
-    return ids_t, att, labels
+    pairs = [example_tensors(r) for r in records]
+    width = max(len(x) for x, _ in pairs)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
+    for row, (x, y) in enumerate(pairs):
+        ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+        labels[row, : len(y)] = torch.tensor(y, dtype=torch.long)
+    return ids, labels
 
 
-def token_loss_sum(model: Any, ids: Any, att: Any, labels: Any) -> tuple[Any, int]:
-    """Sum of next-token losses over the labelled positions, and their count."""
+# ---------------------------------------------------------------------------------------------- loss
+def _separable_head(lm: Any) -> bool:
+    """Whether the LM is trunk + plain linear head, so logits can be computed at the labelled positions only."""
+    cfg = getattr(lm, "config", None)
+    return (getattr(cfg, "model_type", None) in ("llama", "mistral", "qwen2", "qwen3") and hasattr(lm, "model") and hasattr(lm, "lm_head")
+            and getattr(cfg, "final_logit_softcapping", None) is None)
+
+
+def _token_loss_module(lm: Any) -> Any:
+    import torch
     import torch.nn.functional as F
 
-    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
-    tgt = labels[:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="sum")
-    return loss, int((tgt != -100).sum())
+    class TokenLoss(torch.nn.Module):
+        """Summed next-token cross-entropy over the labelled positions (labels != -100). For Llama-like models the LM
+        head runs on those positions only (prompts and padding need no logits). Wrapped in DDP as one module."""
+
+        def __init__(self, lm: Any):
+            super().__init__()
+            self.lm = lm
+            self.split = _separable_head(lm)
+
+        def forward(self, ids: Any, labels: Any) -> Any:
+            sel = labels != -100
+            if self.split:
+                h = self.lm.model(input_ids=ids, use_cache=False).last_hidden_state
+                logits = self.lm.lm_head(h[sel])
+            else:
+                logits = self.lm(input_ids=ids, use_cache=False).logits[sel]
+            return F.cross_entropy(logits.float(), labels[sel], reduction="sum")
+
+    return TokenLoss(lm)
 
 
-def validation_loss(model: Any, examples: list, pad_id: int, batch_tokens: int, device: Any) -> float:
+def validation_loss(loss_fn: Any, val: list[dict], pad_id: int, batch_tokens: int, d: Any, autocast: Any) -> float:
+    """Mean loss per labelled token over the validation demonstrations (split across processes)."""
     import torch
 
-    model.eval()
+    if not val:
+        return float("nan")
+    lengths = [len(r["ids"]) - 1 for r in val]
+    order = sorted(range(len(val)), key=lambda i: lengths[i])
+    batches, cur = [], []
+    for i in order:
+        if cur and lengths[i] * (len(cur) + 1) > batch_tokens:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    batches.append(cur)
+    was = loss_fn.training
+    loss_fn.eval()
     total, count = 0.0, 0
-    lengths = [len(e[0]) for e in examples]
-    with torch.no_grad():
-        for b in length_grouped_batches(lengths, batch_tokens, 0, 0):
-            ids, att, lab = (t.to(device) for t in collate([examples[i] for i in b], pad_id))
-            s, n = token_loss_sum(model, ids, att, lab)
-            total, count = total + float(s), count + n
-    model.train()
-    return total / max(count, 1)
+    with torch.no_grad(), torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
+        for b in batches[d.rank :: d.world_size]:
+            ids, labels = collate([val[i] for i in b], pad_id)
+            total += float(loss_fn(ids.to(d.device), labels.to(d.device)))
+            count += int((labels != -100).sum())
+    loss_fn.train(was)
+    total, count = _all_sum([total, float(count)], d)
+    return total / max(count, 1.0)
 
 
-def reward_of_samples(model: Any, tok: Any, convs: list[list[dict]], reward_model: str, device: Any, n: int = 64) -> float:
-    """Mean reward-model score of sampled answers to validation prompts (InstructGPT's way of choosing the SFT model)."""
-    from ..reward_model import load_reward_model
-    from ..sampling import SamplingParams, TorchSampler, decode_responses, encode_prompt
+def _all_sum(values: list[float], d: Any) -> list[float]:
+    if not d.enabled:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# ---------------------------------------------------------------------------------------------- sampling and reward
+def sample_answers(model: Any, tok: Any, records: list[dict], max_new_tokens: int, seed: int, temperature: float = 0.7) -> list[dict]:
+    """Sampled answers to the records' prompts (the conversation before its last assistant turn)."""
+    from ..data.chat import prompt_messages, render_prompt
+    from ..sampling import SamplingParams, TorchSampler
     from ..tokenizer import stop_token_ids
 
-    prompts = [c[: max(i for i, m in enumerate(c) if m["role"] == "assistant")] for c in convs[:n]]
+    if not records:
+        return []
+    prompts = [prompt_messages(r["messages"]) for r in records]
     stops = stop_token_ids(tok, getattr(model, "generation_config", None))
-    r = TorchSampler(model, tok.pad_token_id).generate([encode_prompt(tok, p) for p in prompts], SamplingParams(48, 0.7, 0, 0.95, 0, stops))
-    texts = decode_responses(tok, r, stops)
-    rm = load_reward_model(reward_model, device)
-    scores = rm.score_texts(prompts, texts)
-    model.train()
-    return float(sum(scores) / len(scores))
+    sampler = TorchSampler(model, tok.pad_token_id, tokenizer=tok)
+    r = sampler.generate([render_prompt(tok, p) for p in prompts], SamplingParams(max_new_tokens, temperature, 0, 1.0, seed, stops))
+    return [{"id": rec["id"], "prompt": p, "response": t, "finished": f} for rec, p, t, f in zip(records, prompts, r.texts, r.finished)]
 
 
-def validate(cfg: SFTConfig) -> None:
-    check_positive(cfg, "epochs", "batch_tokens", "grad_accum", "lr", "max_len")
-    check_range(cfg, "val_fraction", 0.0, 0.5)
-    check_range(cfg, "ptx_fraction", 0.0, 0.9)
-    check_range(cfg, "dropout", 0.0, 0.9)
-    if cfg.select_by not in ("val_loss", "reward", "last"):
-        raise UserError(f"--select-by: must be val_loss, reward or last, got '{cfg.select_by}'")
-    if cfg.select_by == "reward" and not cfg.reward_model:
-        raise UserError("--select-by reward needs --reward-model FOLDER")
-    if cfg.batch_tokens < cfg.max_len:
-        raise UserError(f"--batch-tokens ({cfg.batch_tokens}) must be at least --max-len ({cfg.max_len})")
+def mean_reward(model: Any, tok: Any, reward_model: Any, records: list[dict], max_new_tokens: int, seed: int) -> float:
+    """Mean reward-model score of sampled answers to validation prompts (InstructGPT's way of choosing the SFT model)."""
+    answers = sample_answers(model, tok, records, max_new_tokens, seed)
+    scores = reward_model.score_texts([a["prompt"] for a in answers], [a["response"] for a in answers])
+    return float(sum(scores) / max(1, len(scores)))
 
 
+# ---------------------------------------------------------------------------------------------- the stage
 def run(cfg: SFTConfig) -> Path:
     import torch
 
     from ..data.corpus import PackedBatches, tokenize_corpus
-    from ..models import autocast_dtype, enable_residual_dropout, load_causal_lm, resize_for_tokenizer, save_model
+    from ..models import autocast_dtype, count_parameters, enable_residual_dropout, load_causal_lm, resize_for_tokenizer, save_model
     from ..tokenizer import load_tokenizer
     from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint,
-        init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
+        MetricsLogger, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint, init_distributed,
+        load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
     )
 
     validate(cfg)
     paths = _paths(cfg)
     out: Path = paths["out"]
     work = partial_path(out)
-    if out.exists() and not cfg.overwrite:
-        raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
-    if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
-        raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
     d = init_distributed(cfg.device)
     try:
+        if out.exists() and not cfg.overwrite:
+            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
+        if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
+            raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
         seed_everything(cfg.seed)
+
+        # ---- inputs: tokenizer, model, demonstrations, pretraining text (all checked before anything is written)
         tok = load_tokenizer(paths["model"])
-        convs = load_conversations(paths["data"], cfg.format)
-        if cfg.max_examples:
-            convs = convs[: cfg.max_examples]
-        if cfg.val_data:
-            train_convs, val_convs = convs, load_conversations(cfg.val_data, cfg.format)
-        else:
-            shuffled = list(convs)
-            random.Random(cfg.seed).shuffle(shuffled)
-            n_val = max(1, int(len(shuffled) * cfg.val_fraction)) if cfg.val_fraction > 0 else 0
-            val_convs, train_convs = shuffled[:n_val], shuffled[n_val:]
-        train, dropped = encode_all(tok, train_convs, cfg.max_len)
-        val, dropped_val = encode_all(tok, val_convs, cfg.max_len)
-        if not train:
-            raise UserError(f"no demonstration fits --max-len {cfg.max_len} ({dropped} dropped as too long or empty)")
+        model = load_causal_lm(paths["model"])
+        resize_for_tokenizer(model, tok)
+        context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 2048
+        max_len = min(cfg.max_len, context) if cfg.max_len else min(context, 4096)
+        data = prepare_data(cfg, paths["data"], tok, max_len)
+        if cfg.batch_tokens < max_len - 1:
+            raise UserError(f"--batch-tokens ({cfg.batch_tokens}) must hold one example of --max-len ({max_len}) tokens")
+        reward_model = None
+        if cfg.select_by == "reward" and d.is_main:
+            from ..reward_model import load_reward_model
+
+            reward_model = load_reward_model(cfg.reward_model, d.device)
         ptx_tokens = None
         if cfg.ptx_fraction > 0:
             if not paths["ptx"]:
                 raise UserError("--ptx-fraction needs --ptx-corpus (or --run with a world)")
             if d.is_main:
-                tokenize_corpus(paths["ptx"], tok, paths["cache"])
+                tokenize_corpus(paths["ptx"], tok, paths["cache"], 0.01)
             barrier(d)
-            ptx_tokens, _ = tokenize_corpus(paths["ptx"], tok, paths["cache"])
-        model = load_causal_lm(paths["model"])
-        resize_for_tokenizer(model, tok)
+            ptx_tokens, _ = tokenize_corpus(paths["ptx"], tok, paths["cache"], 0.01)
+        if d.is_main:
+            begin_output(out, overwrite=cfg.overwrite, resume=cfg.resume)
+            if data.dropped:
+                longest = max(r["length"] for r in data.dropped)
+                print(f"sft: dropped {len(data.dropped)} demonstrations longer than {max_len} tokens (longest {longest}); "
+                      f"listed in {out}/dropped.jsonl", file=sys.stderr)
+                (work / "dropped.jsonl").write_text("".join(
+                    json.dumps({"id": r["id"], "source": r.get("source", ""), "length": r["length"]}) + "\n" for r in data.dropped))
+        barrier(d)
+
         enable_residual_dropout(model, cfg.dropout)
         model.to(d.device)
         model.train()
-        if d.is_main:
-            begin_output(out, overwrite=cfg.overwrite, resume=cfg.resume)
-        barrier(d)
-
         autocast = autocast_dtype(d.device, cfg.precision)
-        opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
-        lengths = [len(e[0]) for e in train]
-        per_epoch = len(length_grouped_batches(lengths, cfg.batch_tokens, cfg.seed, 0)) // (d.world_size * cfg.grad_accum)
-        per_epoch = max(1, per_epoch)
-        total_steps = per_epoch * cfg.epochs
-        mean_seqs = max(1.0, sum(cfg.batch_tokens // max(1, l) for l in lengths[:200]) / min(200, len(lengths)))
-        n_ptx = math.ceil(cfg.ptx_fraction / max(1e-9, 1 - cfg.ptx_fraction) * mean_seqs) if ptx_tokens is not None else 0
-        ptx_len = min(cfg.max_len, 128)
-        ptx = PackedBatches(ptx_tokens, ptx_len, n_ptx, cfg.seed, d.rank, d.world_size) if n_ptx else None
+        opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2))
+        loss_fn = _token_loss_module(model)
 
-        step, epoch, best, best_epoch = 0, 0, None, -1
+        # ---- the whole schedule up front: micro-batches of every epoch, grouped into optimiser steps
+        lengths = [len(r["ids"]) - 1 for r in data.train]
+        targets = [n_targets(r) for r in data.train]
+        per_step = cfg.grad_accum * d.world_size
+        plans = [length_grouped_batches(lengths, cfg.batch_tokens, cfg.seed, e) for e in range(cfg.epochs)]
+        steps_in_epoch = [math.ceil(len(p) / per_step) for p in plans]
+        total_steps = sum(steps_in_epoch)
+        epoch_end = [sum(steps_in_epoch[: e + 1]) for e in range(cfg.epochs)]
+        ptx_rows = 0
+        ptx = None
+        if ptx_tokens is not None:
+            mean_targets = sum(targets) / total_steps * cfg.epochs
+            want = cfg.ptx_fraction / (1 - cfg.ptx_fraction) * mean_targets
+            ptx_rows = max(1, round(want / cfg.ptx_seq_len / d.world_size))
+            ptx = PackedBatches(ptx_tokens, cfg.ptx_seq_len, ptx_rows, cfg.seed, d.rank, d.world_size)
+        ptx_tokens_per_step = ptx_rows * d.world_size * cfg.ptx_seq_len
+
+        step, best, best_step, best_epoch, val_loss, best_val = 0, None, 0, 0, None, None
         if cfg.resume and has_checkpoint(work):
             state = load_checkpoint(work, {"model": model}, {"model": opt})
-            step, best, best_epoch = state["step"], state["best"], state["best_epoch"]
+            step, best, best_step, best_epoch = state["step"], state["best"], state["best_step"], state["best_epoch"]
+            val_loss, best_val = state.get("val_loss"), state.get("best_val")
             if ptx is not None and state.get("ptx"):
                 ptx.load_state(state["ptx"])
             if d.is_main:
                 truncate_metrics(work / "metrics.jsonl", step)
-        ddp_model = wrap_ddp(model, d)
-        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project, config=dataclasses.asdict(cfg))
-        if d.is_main and step == 0:
-            log.log(0, train_examples=len(train), val_examples=len(val), dropped_overlong=dropped + dropped_val, ptx_seqs_per_batch=n_ptx)
-        bar = progress(total_steps, "sft", enabled=d.is_main and cfg.progress, initial=step)
-        stop_at = cfg.stop_after if cfg.stop_after > 0 else total_steps
-        t0 = time.time()
-        val_loss, examples_seen = None, 0
+                truncate_metrics(work / "samples.jsonl", step)
+        ddp_loss = wrap_ddp(loss_fn, d)
+        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
+                            config=dataclasses.asdict(cfg))
+        if step == 0:
+            initial = validation_loss(loss_fn, data.val, tok.pad_token_id, cfg.batch_tokens, d, autocast)
+            if d.is_main:
+                log.log(0, params=count_parameters(model), train_examples=len(data.train), val_examples=len(data.val),
+                        dropped_overlong=len(data.dropped), max_len=max_len, train_tokens=sum(lengths), train_target_tokens=sum(targets),
+                        steps=total_steps, ptx_rows_per_step=ptx_rows * d.world_size, initial_val_loss=initial)
 
-        def end_of_epoch(ep: int) -> None:
-            nonlocal best, best_epoch, val_loss
-            metric = None
-            if cfg.eval_every_epoch and val:
-                val_loss = all_reduce_mean(validation_loss(model, val, tok.pad_token_id, cfg.batch_tokens, d.device), d)
+        def evaluate(at_step: int, epoch: float) -> None:
+            """Validation loss (and reward), best-so-far bookkeeping, samples; every process joins the loss."""
+            nonlocal best, best_step, best_epoch, val_loss, best_val
+            val_loss = validation_loss(loss_fn, data.val, tok.pad_token_id, cfg.batch_tokens, d, autocast)
+            row: dict[str, Any] = {"epoch": round(epoch, 4), "val_loss": val_loss}
+            if d.is_main:
                 metric = val_loss
-            if cfg.select_by == "reward" and d.is_main:
-                metric = -reward_of_samples(model, tok, val_convs, cfg.reward_model, d.device)
-                log.log(step, epoch=ep + 1, val_reward=-metric)
-            log.log(step, epoch=ep + 1, **({"val_loss": val_loss} if val_loss is not None else {}))
-            if cfg.select_by != "last" and metric is not None and d.is_main and (best is None or metric < best):
-                best, best_epoch = metric, ep + 1
-                keep = work / "best"
-                if keep.exists():
-                    shutil.rmtree(keep)
-                save_model(model, tok, keep)
+                if cfg.select_by == "reward":
+                    reward = mean_reward(model, tok, reward_model, data.val[: cfg.select_prompts], cfg.max_new_tokens, cfg.seed)
+                    row["val_reward"] = reward
+                    metric = -reward
+                if cfg.select_by != "last" and math.isfinite(metric) and (best is None or metric < best):
+                    best, best_step, best_epoch, best_val = metric, at_step, math.ceil(epoch), val_loss
+                    keep = work / "best"
+                    shutil.rmtree(keep, ignore_errors=True)
+                    save_model(model, tok, keep)
+                if cfg.samples and float(epoch).is_integer():
+                    answers = sample_answers(model, tok, data.val[: cfg.samples], cfg.max_new_tokens, cfg.seed)
+                    with open(work / "samples.jsonl", "a", encoding="utf-8") as f:
+                        f.write(json.dumps({"step": at_step, "epoch": epoch, "samples": answers}, ensure_ascii=False) + "\n")
+                log.log(at_step, **row)
+            model.train()
 
-        while step < min(total_steps, stop_at):
-            epoch = step // per_epoch
-            batches = length_grouped_batches(lengths, cfg.batch_tokens, cfg.seed, epoch)
-            i = step % per_epoch
-            group = batches[(i * d.world_size * cfg.grad_accum) : ((i + 1) * d.world_size * cfg.grad_accum)]
-            mine = group[d.rank :: d.world_size]
+        # ---- training
+        bar = progress(total_steps, "sft", enabled=d.is_main and cfg.progress, initial=step)
+        stop_at = min(total_steps, cfg.stop_after) if cfg.stop_after > 0 else total_steps
+        t0, tokens_seen = time.time(), 0
+        while step < stop_at:
+            epoch = next(e for e in range(cfg.epochs) if step < epoch_end[e])
+            first = step - (epoch_end[epoch - 1] if epoch else 0)
+            micro = plans[epoch][first * per_step : (first + 1) * per_step]
+            n_sft = sum(targets[i] for b in micro for i in b)
+            denom = n_sft + ptx_tokens_per_step
+            mine: list[list[int] | None] = list(micro[d.rank :: d.world_size])
+            mine += [None] * (math.ceil(len(micro) / d.world_size) - len(mine))  # a rank short of batches adds a zero-weight one
+            work_items: list[tuple[str, Any]] = ([("ptx", None)] if ptx is not None else []) + [("sft", b) for b in mine]
             lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
             set_lr(opt, lr)
-            loss_total, tok_total, ptx_total = 0.0, 0, 0.0
-            examples_seen += sum(len(b) for b in mine) * d.world_size
-            for micro, b in enumerate(mine):
-                ids, att, lab = (t.to(d.device) for t in collate([train[j] for j in b], tok.pad_token_id))
-                sync = micro == len(mine) - 1 or not d.enabled
-                ctx = ddp_model.no_sync() if (d.enabled and not sync) else _Null()
+            sums = [0.0, 0.0, 0.0]  # sft loss sum, ptx loss sum, tokens processed
+            for k, (kind, b) in enumerate(work_items):
+                weight = 1.0
+                if kind == "ptx":
+                    x, y = ptx.next_batch()
+                    ids, labels = x, y
+                else:
+                    ids, labels = collate([data.train[i] for i in (b if b is not None else micro[0])], tok.pad_token_id)
+                    weight = 1.0 if b is not None else 0.0
+                ids, labels = ids.to(d.device), labels.to(d.device)
+                last = k == len(work_items) - 1
+                ctx = ddp_loss.no_sync() if (d.enabled and not last) else _nullcontext()
                 with ctx, torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
-                    s, n = token_loss_sum(ddp_model, ids, att, lab)
-                    loss = s / max(n, 1)
-                    if ptx is not None:
-                        x, y = ptx.next_batch()
-                        x, y = x.to(d.device), y.to(d.device)
-                        ps, pn = _lm_loss_sum(ddp_model, x, y)
-                        loss = (s + ps) / max(n + pn, 1)
-                        ptx_total += float(ps) / max(pn, 1)
-                    (loss / len(mine)).backward()
-                loss_total += float(s.detach())
-                tok_total += n
-            gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
+                    s = ddp_loss(ids, labels)
+                    (s * (weight * d.world_size / denom)).backward()
+                sums[0 if kind == "sft" else 1] += float(s.detach()) * weight
+                sums[2] += ids.numel() * weight
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            train_loss = all_reduce_mean(loss_total / max(tok_total, 1), d)
+            sft_sum, ptx_sum, processed = _all_sum(sums, d)
+            train_loss = sft_sum / max(n_sft, 1)
             check_finite("SFT loss", train_loss, f"step {step}")
-            row = {"loss": train_loss, "lr": lr, "grad_norm": gn, "epoch": step / per_epoch, "examples_per_s": examples_seen / max(1e-9, time.time() - t0)}
+            tokens_seen += processed
+            row = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "epoch": round(epoch + (first + 1) / steps_in_epoch[epoch], 4),
+                   "tokens_per_s": tokens_seen / max(time.time() - t0, 1e-9)}
             if ptx is not None:
-                row["ptx_loss"] = ptx_total / max(1, len(mine))
+                row["ptx_loss"] = ptx_sum / max(ptx_tokens_per_step, 1)
+                row["ptx_token_share"] = ptx_tokens_per_step / denom
             log.log(step, **row)
-            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-")
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
-            if step % per_epoch == 0:
-                end_of_epoch(step // per_epoch - 1)
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step % per_epoch == 0 or step == stop_at:
+            at_epoch_end = step in epoch_end
+            if at_epoch_end or (cfg.eval_every and step % cfg.eval_every == 0):
+                evaluate(step, row["epoch"] if not at_epoch_end else float(epoch_end.index(step) + 1))
+            if at_epoch_end or step == stop_at or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                 if d.is_main:
-                    save_checkpoint(work, {"model": model}, {"model": opt},
-                                    {"step": step, "best": best, "best_epoch": best_epoch, "ptx": ptx.state() if ptx else None})
+                    save_checkpoint(work, {"model": model}, {"model": opt}, {
+                        "step": step, "best": best, "best_step": best_step, "best_epoch": best_epoch, "val_loss": val_loss, "best_val": best_val,
+                        "ptx": ptx.state() if ptx is not None else None})
                 barrier(d)
         bar.close()
         log.close()
-        if step < total_steps:
+        if step < total_steps:  # stopped early on purpose: leave the partial folder and its checkpoint
             return work
-        if d.is_main:
-            if cfg.select_by != "last" and (work / "best").is_dir():
-                from ..models import load_causal_lm as _load
 
-                model = _load(work / "best")
-                shutil.rmtree(work / "best")
-            save_model(model, tok, work)
+        # ---- output: the best evaluation's weights (or the last), as a standard model folder
+        if d.is_main:
+            keep = work / "best"
+            if cfg.select_by != "last" and keep.is_dir():
+                for f in keep.iterdir():
+                    os.replace(f, work / f.name)
+                shutil.rmtree(keep)
+            else:
+                save_model(model, tok, work)
+                best_step, best_epoch, best_val = step, cfg.epochs, val_loss
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
-            finish_output(work, out, {"val_loss": val_loss, "best_epoch": best_epoch if best_epoch > 0 else cfg.epochs,
-                                      "examples": len(train), "dropped_overlong": dropped + dropped_val})
+            info = {"step": step, "epochs": cfg.epochs, "select_by": cfg.select_by, "best_step": best_step, "best_epoch": best_epoch,
+                    "best_metric": best, "val_loss": best_val, "last_val_loss": val_loss, "train_examples": len(data.train), "val_examples": len(data.val),
+                    "dropped_overlong": len(data.dropped)}
+            finish_output(work, out, info)
         barrier(d)
         return out
     finally:
         cleanup_distributed(d)
 
 
-def _lm_loss_sum(model: Any, x: Any, y: Any) -> tuple[Any, int]:
-    """Summed next-token loss on packed pretraining sequences (every token counts)."""
-    import torch.nn.functional as F
-
-    logits = model(input_ids=x).logits.float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"), y.numel()
-
-
-class _Null:
+class _nullcontext:
     def __enter__(self):
         return self
 

@@ -1,0 +1,272 @@
+"""Conversations: reading demonstration files, checking them, and rendering them to (token ids, loss mask).
+
+``render`` is the one place that decides which tokens SFT learns from: it renders a conversation through the tokenizer's
+chat template and marks exactly the assistant turns' tokens, each with the token(s) that close the turn (``<|end|>`` in
+our template, ``<|im_end|>``, ``<|eot_id|>``, EOS ... in others), so the model learns to stop. The mask is computed from
+the character offsets of the assistant contents in the rendered text, so it works for any template that copies the
+content verbatim, and the ids are exactly ``apply_chat_template(messages, tokenize=True)``.
+
+Demonstration formats (JSONL, one example per line; detected per line, or fixed with ``fmt``):
+
+- chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`` (also ShareGPT's
+  ``{"conversations": [{"from": "human"|"gpt"|"system", "value": "..."}]}``)
+- prompt/response: ``{"prompt": "...", "response": "..."}`` (``completion`` is accepted for ``response``; optional ``system``)
+- Alpaca: ``{"instruction": "...", "input": "...", "output": "..."}`` (``input`` optional; appended to the instruction
+  after a blank line)
+
+A conversation has at most one system message (first), then user and assistant turns alternating, starting with a user
+turn and ending with an assistant turn; contents are strings. Anything else is a one-line error naming file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import UserError, data_error
+
+FORMATS = ("auto", "chat", "prompt_response", "alpaca")
+ROLES = ("system", "user", "assistant")
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+# tokens that close a turn in common chat templates; the one right after an assistant content joins the loss
+END_OF_TURN = ("<|end|>", "<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eot|>")
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def check_messages(messages: Any, where: str = "conversation") -> list[dict]:
+    """Return the conversation as a list of ``{"role", "content"}`` or raise a one-line ``UserError`` prefixed by ``where``."""
+    if not isinstance(messages, list):
+        raise UserError(f"{where}: 'messages' must be a list of {{\"role\", \"content\"}} objects")
+    if not messages:
+        raise UserError(f"{where}: empty conversation")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise UserError(f"{where}: message {i + 1} is not an object")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise UserError(f"{where}: message {i + 1} has role {role!r} (expected system, user or assistant)")
+        if not isinstance(content, str):
+            raise UserError(f"{where}: message {i + 1} ({role}) needs a string 'content'")
+        out.append({"role": role, "content": content})
+    turns = out[1:] if out[0]["role"] == "system" else out
+    if not turns:
+        raise UserError(f"{where}: a system message alone is not a conversation")
+    for i, m in enumerate(turns):
+        want = "user" if i % 2 == 0 else "assistant"
+        if m["role"] != want:
+            n = i + 1 + (len(out) - len(turns))
+            what = "a second system message" if m["role"] == "system" else f"a {m['role']} message"
+            raise UserError(f"{where}: message {n} is {what} where a {want} message belongs (turns alternate user, assistant)")
+    if turns[-1]["role"] != "assistant":
+        raise UserError(f"{where}: the conversation must end with an assistant message (nothing to learn after the last user turn)")
+    return out
+
+
+def record_to_messages(obj: Any, fmt: str = "auto", where: str = "record") -> list[dict]:
+    """One demonstration record (any supported format) as a checked list of chat messages."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object")
+    if fmt == "auto":
+        fmt = detect_format(obj, where)
+    if fmt == "chat":
+        if "messages" in obj:
+            return check_messages(obj["messages"], where)
+        if "conversations" in obj:
+            conv = obj["conversations"]
+            if not isinstance(conv, list):
+                raise UserError(f"{where}: 'conversations' must be a list")
+            msgs = []
+            for i, m in enumerate(conv):
+                if not isinstance(m, dict) or m.get("from") not in _SHAREGPT_ROLES:
+                    frm = m.get("from") if isinstance(m, dict) else None
+                    raise UserError(f"{where}: conversation turn {i + 1} has 'from' {frm!r} (expected human, gpt or system)")
+                msgs.append({"role": _SHAREGPT_ROLES[m["from"]], "content": m.get("value")})
+            return check_messages(msgs, where)
+        raise UserError(f"{where}: chat format needs a 'messages' list")
+    if fmt == "prompt_response":
+        prompt = obj.get("prompt")
+        response = obj.get("response", obj.get("completion"))
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            raise UserError(f"{where}: prompt/response format needs string fields 'prompt' and 'response'")
+        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        if isinstance(obj.get("system"), str) and obj["system"]:
+            msgs.insert(0, {"role": "system", "content": obj["system"]})
+        return check_messages(msgs, where)
+    if fmt == "alpaca":
+        ins, inp, outp = obj.get("instruction"), obj.get("input", ""), obj.get("output")
+        if not isinstance(ins, str) or not isinstance(outp, str) or not isinstance(inp, (str, type(None))):
+            raise UserError(f"{where}: Alpaca format needs string fields 'instruction' and 'output' (and optional 'input')")
+        user = ins + (f"\n\n{inp}" if inp else "")
+        return check_messages([{"role": "user", "content": user}, {"role": "assistant", "content": outp}], where)
+    raise UserError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+
+
+def detect_format(obj: dict, where: str = "record") -> str:
+    if "messages" in obj or "conversations" in obj:
+        return "chat"
+    if "prompt" in obj and ("response" in obj or "completion" in obj):
+        return "prompt_response"
+    if "instruction" in obj and "output" in obj:
+        return "alpaca"
+    keys = ", ".join(sorted(obj)[:6]) or "none"
+    raise UserError(f"{where}: unknown record format (keys: {keys}); expected 'messages', 'prompt'+'response' or 'instruction'+'output'")
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read_demonstrations(path: str | Path, fmt: str = "auto") -> list[dict]:
+    """Read a JSONL demonstrations file into records ``{"id", "messages", "source"}`` (source is ``file:line``)."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"demonstrations file not found: {p}")
+    rows = []
+    with open(p, encoding="utf-8") as f:
+        try:
+            lines = list(f)
+        except UnicodeDecodeError as e:
+            raise data_error(p, None, f"not UTF-8 text ({e.reason})") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise data_error(p, i, f"not valid JSON ({e.msg})") from None
+        msgs = record_to_messages(obj, fmt, where=f"{p}:{i}")
+        rid = obj.get("id") if isinstance(obj.get("id"), (str, int)) else f"{p.name}:{i}"
+        rows.append({"id": str(rid), "messages": msgs, "source": f"{p}:{i}"})
+    if not rows:
+        raise UserError(f"{p}: holds no demonstrations")
+    return rows
+
+
+def load_demonstrations(source: str | Path, fmt: str = "auto", world_split: str = "sft") -> list[dict]:
+    """Demonstrations from a JSONL file, a folder of JSONL files, or a built-in world folder (its ``world_split`` split)."""
+    p = Path(str(source))
+    if not p.exists():
+        raise UserError(f"demonstrations not found: {p}")
+    if p.is_dir():
+        if (p / "world.json").is_file():
+            from ..world import World
+
+            recs = World.load(p).demonstrations(world_split)
+            out = [{"id": str(r["id"]), "messages": check_messages(r["messages"], f"{p} demonstration {r['id']}"), "source": f"{p}#{r['id']}"}
+                   for r in recs]
+            if not out:
+                raise UserError(f"{p}: the world holds no '{world_split}' demonstrations")
+            return out
+        files = sorted(p.glob("*.jsonl"))
+        if not files:
+            raise UserError(f"{p}: folder holds no .jsonl files (or world.json)")
+        return [r for f in files for r in read_demonstrations(f, fmt)]
+    return read_demonstrations(p, fmt)
+
+
+def prompt_key(messages: list[dict]) -> str:
+    """A stable key of everything before the last assistant turn (so one prompt's examples land in the same split)."""
+    body = json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False)
+    return hashlib.blake2b(body.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def is_validation(messages: list[dict], fraction: float) -> bool:
+    """Deterministic held-out choice by a hash of the prompt."""
+    return int(prompt_key(messages), 16) % 1_000_000 < fraction * 1_000_000
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+def render(tok: Any, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids of the conversation through the chat template, and a 0/1 loss mask marking the assistant tokens.
+
+    A token is in the loss when its characters overlap an assistant turn's content or the end-of-turn token right after
+    it (whitespace the template puts between them included). Raises ``UserError`` when the template does not copy an
+    assistant content verbatim.
+    """
+    text = tok.apply_chat_template(messages, tokenize=False)
+    spans = assistant_spans(text, messages, tok)
+    if getattr(tok, "is_fast", False):
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+        mask = [0] * len(ids)
+        j = 0
+        for i, (a, b) in enumerate(offsets):
+            while j < len(spans) and spans[j][1] <= a:
+                j += 1
+            if j < len(spans) and b > spans[j][0] and a < spans[j][1] and b > a:
+                mask[i] = 1
+        return ids, mask
+    # slow tokenizers have no offsets: tokenise the pieces between span boundaries separately
+    ids, mask, at = [], [], 0
+    for s, e in spans:
+        for piece, m in ((text[at:s], 0), (text[s:e], 1)):
+            if piece:
+                t = tok(piece, add_special_tokens=False)["input_ids"]
+                ids += t
+                mask += [m] * len(t)
+        at = e
+    if text[at:]:
+        t = tok(text[at:], add_special_tokens=False)["input_ids"]
+        ids += t
+        mask += [0] * len(t)
+    return ids, mask
+
+
+def assistant_spans(text: str, messages: list[dict], tok: Any = None) -> list[tuple[int, int]]:
+    """Character spans [start, end) of each assistant content in the rendered ``text``, extended over the closing token."""
+    enders = list(END_OF_TURN)
+    if tok is not None and getattr(tok, "eos_token", None) and tok.eos_token not in enders:
+        enders.append(tok.eos_token)
+    closing = re.compile(r"\s*(?:" + "|".join(re.escape(t) for t in enders) + ")")
+    spans, at = [], 0
+    for m in messages:
+        content = m["content"]
+        found = text.find(content, at) if content else at
+        if found < 0 and content.strip():
+            content = content.strip()
+            found = text.find(content, at)
+        if found < 0:
+            if m["role"] == "assistant":
+                raise UserError("the tokenizer's chat template changes assistant messages; cannot tell which tokens to learn from")
+            continue  # a template may rewrite system/user text; only assistant spans matter
+        end = found + len(content)
+        if m["role"] == "assistant":
+            if not content:  # an empty reply: the closing token right after the assistant header
+                end = found
+            close = closing.match(text, end)
+            if close:
+                end = close.end()
+            spans.append((found, end))
+        at = end
+    return spans
+
+
+def render_prompt(tok: Any, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation so far, followed by the assistant header: what the model continues when sampling."""
+    return list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+
+def prompt_messages(messages: list[dict]) -> list[dict]:
+    """The conversation up to (not including) its last assistant turn."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] == "assistant":
+            return messages[:i]
+    return list(messages)
+
+
+def render_all(tok: Any, records: Iterable[dict], max_len: int) -> tuple[list[dict], list[dict]]:
+    """Render records; returns (kept, dropped). Each kept record gains ``ids`` and ``mask``; a record is dropped when its
+    rendering is longer than ``max_len`` tokens (so no example is ever cut in the middle of a response)."""
+    kept, dropped = [], []
+    for r in records:
+        ids, mask = render(tok, r["messages"])
+        if len(ids) > max_len:
+            dropped.append({**r, "length": len(ids)})
+            continue
+        if sum(mask) == 0:
+            raise UserError(f"{r.get('source', r.get('id'))}: rendering left no assistant tokens to learn from")
+        kept.append({**r, "ids": ids, "mask": mask})
+    return kept, dropped
