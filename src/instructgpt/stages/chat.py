@@ -122,7 +122,7 @@ def run(cfg: ChatConfig) -> None:
         try:
             for piece in stream_chat(model, tok, messages, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, seed=seed):
                 reply.append(piece)
-                print(piece.replace("\n", "\n" if interactive else " "), end="", flush=True)
+                print(piece if interactive else piece.replace("\r", " ").replace("\n", " "), end="", flush=True)
         except KeyboardInterrupt:  # stop this reply, keep chatting
             pass
         print(flush=True)

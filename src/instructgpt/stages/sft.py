@@ -488,7 +488,7 @@ def run(cfg: SFTConfig) -> Path:
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
             info = {"step": step, "epochs": cfg.epochs, "select_by": cfg.select_by, "best_step": best_step, "best_epoch": best_epoch,
-                    "best_metric": best, "val_loss": best_val, "last_val_loss": val_loss, "train_examples": len(data.train), "val_examples": len(data.val),
+                    "best_metric": -best if (best is not None and cfg.select_by == "reward") else best, "val_loss": best_val, "last_val_loss": val_loss, "train_examples": len(data.train), "val_examples": len(data.val),
                     "dropped_overlong": len(data.dropped)}
             finish_output(work, out, info)
         barrier(d)
