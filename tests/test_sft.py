@@ -173,7 +173,7 @@ def _demos(path, n=160, long=0):
     return path
 
 
-def _cfg(model, data, out, **kw):
+def _cfg(model=None, data=None, out=None, **kw):
     from instructgpt.stages.sft import SFTConfig
 
     base = dict(model=str(model), data=str(data), out=str(out), epochs=2, batch_tokens=384, lr=3e-3, warmup_steps=2, val_fraction=0.15,
@@ -263,3 +263,34 @@ def test_bad_options_are_one_line_errors(tiny_model_dir, tmp_path):
         with pytest.raises(UserError, match=msg):
             run(_cfg(tiny_model_dir, kw.pop("data", data), tmp_path / "x", **kw))
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+
+
+def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tiny_model_dir, toy_corpus, tmp_path):
+    """2 processes x 1 micro-batch per step == 1 process x 2 accumulated micro-batches (token-mean loss over the step),
+    with an odd number of micro-batches (a rank runs a zero-weight batch) and the pretraining mix."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from instructgpt.stages.sft import run
+
+    data = _demos(tmp_path / "d.jsonl", n=52)  # 27 training examples in 7 micro-batches of <= 128 tokens: the last step has one
+    kw = dict(model=str(tiny_model_dir), data=str(data), epochs=1, batch_tokens=128, lr=3e-3, warmup_steps=1, val_fraction=0.15,
+              dropout=0.0, samples=0, checkpoint_every=0, progress=False, tensorboard=False, select_by="last", ptx_fraction=0.26,
+              ptx_corpus=str(toy_corpus), ptx_seq_len=16, cache_dir=str(tmp_path / "cache"))
+    single = run(_cfg(out=tmp_path / "single", grad_accum=2, **kw))
+    script = tmp_path / "ddp_sft.py"
+    script.write_text("import sys, json\nfrom instructgpt.stages.sft import SFTConfig, run\nrun(SFTConfig(**json.loads(sys.argv[1])))\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", str(script),
+           json.dumps({**kw, "out": str(tmp_path / "ddp")})]
+    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = load_file(str(single / "model.safetensors")), load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    la = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert la[0]["ptx_rows_per_step"] == lb[0]["ptx_rows_per_step"] == 2  # the same pretraining rows, one per process
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    assert [round(x["loss"], 4) for x in la if "loss" in x] == [round(x["loss"], 4) for x in lb if "loss" in x]
