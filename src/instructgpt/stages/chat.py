@@ -24,7 +24,7 @@ class ChatConfig(StageConfig):
 
     stage: ClassVar[str] = "chat"
 
-    model: str = field("", "model folder or hub id (default: the newest of <run>/ppo-ptx, ppo, sft, pretrain)")
+    model: str = field("", "model folder or hub id (empty: the last stage of --run: ppo-ptx, ppo, sft or pretrain)")
     run: str = field("", "run directory to take the model from when --model is not given")
     system: str = field("", "system message at the start of the conversation")
     max_new_tokens: int = field(128, "longest reply in tokens")

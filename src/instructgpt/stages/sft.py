@@ -40,13 +40,13 @@ class SFTConfig(StageConfig):
     }
 
     run: str = field("", "run directory: reads <run>/pretrain and <run>/world, writes <run>/sft")
-    model: str = field("", "model to fine-tune: folder or hub id (default: <run>/pretrain)")
-    data: str = field("", "demonstrations: a JSONL file, a folder of them, or a world folder (default: <run>/world)")
+    model: str = field("", "model to fine-tune: folder or hub id (empty: <run>/pretrain)")
+    data: str = field("", "demonstrations: a JSONL file, a folder of them, or a world folder (empty: <run>/world)")
     format: str = field("auto", "demonstration format: auto (per line), chat, prompt_response or alpaca")
-    val_data: str = field("", "validation demonstrations (default: --val-fraction of --data, chosen by a hash of the prompt)")
+    val_data: str = field("", "validation demonstrations (empty: hold out --val-fraction of --data, chosen by a hash of the prompt)")
     val_fraction: float = field(0.05, "share of demonstrations held out for validation when there is no --val-data")
     max_examples: int = field(0, "use at most this many training demonstrations (0 = all)")
-    out: str = field("", "output model folder (default: <run>/sft)")
+    out: str = field("", "output model folder (empty: <run>/sft)")
     epochs: int = field(3, "passes over the demonstrations")
     batch_tokens: int = field(2048, "padded tokens per micro-batch per process (examples of similar length are grouped)")
     grad_accum: int = field(1, "micro-batches per optimiser step")
@@ -59,7 +59,7 @@ class SFTConfig(StageConfig):
     dropout: float = field(0.1, "residual dropout (InstructGPT: 0.2)")
     max_len: int = field(0, "longest conversation in tokens; longer ones are dropped and counted (0 = the model's context)")
     ptx_fraction: float = field(0.0, "share of the loss's tokens that are pretraining text (InstructGPT's PPO start model: 0.1)")
-    ptx_corpus: str = field("", "pretraining corpus for --ptx-fraction (default: <run>/world)")
+    ptx_corpus: str = field("", "pretraining corpus for --ptx-fraction (empty: <run>/world)")
     ptx_seq_len: int = field(128, "length of the pretraining sequences mixed in")
     select_by: str = field("val_loss", "keep the best evaluation by val_loss, reward (needs --reward-model) or last")
     reward_model: str = field("", "reward-model folder for --select-by reward")
@@ -74,7 +74,7 @@ class SFTConfig(StageConfig):
     precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
     seed: int = field(0, "random seed (data order, dropout, sampling)")
-    cache_dir: str = field("", "where the tokenised pretraining corpus is cached (default: <run>/.cache or beside the output)")
+    cache_dir: str = field("", "where the tokenised pretraining corpus is cached (empty: <run>/.cache or beside the output)")
     tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
     wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
     progress: bool = field(True, "show a progress bar")
@@ -118,17 +118,9 @@ def validate(cfg: SFTConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- data
-@dataclasses.dataclass
-class SFTData:
-    train: list[dict]  # records with "ids" and "mask" (data.chat.render)
-    val: list[dict]
-    dropped: list[dict]  # too long for --max-len, train and validation
-    max_len: int
-
-
-def prepare_data(cfg: SFTConfig, data: str, tok: Any, max_len: int) -> SFTData:
-    """Read, split and render the demonstrations; overlong ones are dropped (never cut inside a response)."""
-    from ..data.chat import is_validation, load_demonstrations, render_all
+def read_data(cfg: SFTConfig, data: str) -> tuple[list[dict], list[dict]]:
+    """Read and check the demonstrations and split them into (train, validation) records."""
+    from ..data.chat import is_validation, load_demonstrations
 
     records = load_demonstrations(data, cfg.format, world_split="sft")
     if cfg.val_data:
@@ -140,6 +132,21 @@ def prepare_data(cfg: SFTConfig, data: str, tok: Any, max_len: int) -> SFTData:
             val_recs = [train_recs.pop()]
     if cfg.max_examples:
         train_recs = train_recs[: cfg.max_examples]
+    return train_recs, val_recs
+
+
+@dataclasses.dataclass
+class SFTData:
+    train: list[dict]  # records with "ids" and "mask" (data.chat.render)
+    val: list[dict]
+    dropped: list[dict]  # too long for --max-len, train and validation
+    max_len: int
+
+
+def prepare_data(train_recs: list[dict], val_recs: list[dict], tok: Any, max_len: int) -> SFTData:
+    """Render the demonstrations; overlong ones are dropped (never cut inside a response) and counted."""
+    from ..data.chat import render_all
+
     train, dropped = render_all(tok, train_recs, max_len)
     val, dropped_val = render_all(tok, val_recs, max_len)
     if not train:
@@ -314,13 +321,14 @@ def run(cfg: SFTConfig) -> Path:
             raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
         seed_everything(cfg.seed)
 
-        # ---- inputs: tokenizer, model, demonstrations, pretraining text (all checked before anything is written)
+        # ---- inputs: demonstrations, tokenizer, model, pretraining text (all checked before anything is written)
+        train_recs, val_recs = read_data(cfg, paths["data"])
         tok = load_tokenizer(paths["model"])
         model = load_causal_lm(paths["model"])
         resize_for_tokenizer(model, tok)
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 2048
         max_len = min(cfg.max_len, context) if cfg.max_len else min(context, 4096)
-        data = prepare_data(cfg, paths["data"], tok, max_len)
+        data = prepare_data(train_recs, val_recs, tok, max_len)
         if cfg.batch_tokens < max_len - 1:
             raise UserError(f"--batch-tokens ({cfg.batch_tokens}) must hold one example of --max-len ({max_len}) tokens")
         reward_model = None
@@ -380,6 +388,9 @@ def run(cfg: SFTConfig) -> Path:
             if d.is_main:
                 truncate_metrics(work / "metrics.jsonl", step)
                 truncate_metrics(work / "samples.jsonl", step)
+        elif d.is_main:  # a fresh start: nothing from an earlier attempt in the logs
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                (work / name).unlink(missing_ok=True)
         ddp_loss = wrap_ddp(loss_fn, d)
         log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
                             config=dataclasses.asdict(cfg))
