@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
-from ..errors import UserError, data_error
+from ..errors import UserError
 from ..rundir import begin_output, finish_output, partial_path
 
 # PPO-ptx's default pretraining-loss coefficient gamma. InstructGPT used 27.8 with its own loss scaling (and 175B
@@ -529,7 +529,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
     from .. import rl
     from ..models import autocast_dtype, count_parameters, load_causal_lm, save_model
-    from ..sampling import SamplingParams, TorchSampler, decode_responses
+    from ..sampling import SamplingParams, TorchSampler
     from ..tokenizer import load_tokenizer, stop_token_ids
     from ..train import (
         MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint,
