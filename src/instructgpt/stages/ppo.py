@@ -629,6 +629,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             if d.is_main:
                 truncate_metrics(work / "metrics.jsonl", step)
                 truncate_metrics(work / "samples.jsonl", step)
+        elif d.is_main:  # a fresh start in a partial folder left without a checkpoint: no stale rows
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                (work / name).unlink(missing_ok=True)
 
         ddp_policy, ddp_value = _wrap(policy, d, find_unused=value_head is not None), _wrap(value_module, d)
         sampler = TorchSampler(policy_lm, tok.pad_token_id, batch_size=cfg.rollout_batch_size)
