@@ -37,8 +37,8 @@ class RewardConfig(StageConfig):
     stage: ClassVar[str] = "rm"
     presets: ClassVar[dict] = {
         "tiny": dict(batch_size=8, lr=1e-3, warmup_steps=2, eval_every=0, checkpoint_every=20),
-        "default": dict(batch_size=16, lr=2e-4, warmup_steps=4, eval_every=10, checkpoint_every=20),
-        "gpu": dict(batch_size=64, lr=1e-5, warmup_steps=10, eval_every=50, checkpoint_every=100),
+        "default": dict(batch_size=16, lr=6e-4, warmup_steps=4, eval_every=25, checkpoint_every=20),
+        "gpu": dict(batch_size=64, lr=3e-5, warmup_steps=10, eval_every=50, checkpoint_every=100),
     }
 
     data: list[str] = field([], "comparisons: ranked / pairwise / HH JSONL(.gz) files or a comparisons.sqlite "
@@ -52,7 +52,7 @@ class RewardConfig(StageConfig):
     epochs: int = field(1, "passes over the training comparisons (InstructGPT: 1)")
     batch_size: int = field(16, "comparisons (prompts with all their pairs) per micro-batch per process")
     grad_accum: int = field(1, "micro-batches per optimiser step")
-    lr: float = field(2e-4, "peak learning rate")
+    lr: float = field(6e-4, "peak learning rate")
     min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay; InstructGPT: 0.1)")
     warmup_steps: int = field(4, "linear warmup steps")
     weight_decay: float = field(0.0, "AdamW weight decay on weight matrices")
@@ -64,7 +64,7 @@ class RewardConfig(StageConfig):
     empty_responses: str = field("skip", "empty responses in --data files: skip (reported), keep, or error")
     val_fraction: float = field(0.05, "share of file comparisons held out when there is no held-out split or --eval-data")
     max_comparisons: int = field(0, "train on at most this many comparisons (0 = all)")
-    eval_every: int = field(10, "held-out accuracy every N steps (0 = only at the end)")
+    eval_every: int = field(25, "held-out accuracy every N steps (0 = only at the end)")
     checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)")
     stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)")
     resume: bool = field(False, "continue an interrupted run from its last checkpoint")
