@@ -81,6 +81,8 @@ def test_sim_labelling_store_and_exports(tmp_path, tiny_model_dir, capsys):
         mine = [r for r in rows if r["task_id"] == t["task_id"]]
         assert len({r["labeler"] for r in mine}) == len(mine)  # never the same labeler twice
         pools = sorted(r["flags"]["pool"] for r in mine)
+        wrong = [i for i, text in enumerate(t["responses"]) if "Mira" not in text and "capital of Alba" in t["prompt"]]
+        assert all("hallucination" in r["flags"][str(i)] for r in mine for i in wrong)  # the judge's problems as metadata
         assert pools == (["heldout", "train"] if t["split"] == HELDOUT_SPLIT else ["train"] * len(mine))
         assert sorted(f"{m}@{x:g}" for m, x in zip(t["models"], t["temperatures"])) == \
             ["pretrain@1", "sft@0.7", "sft@1", "sft@1"]  # K = 4 round-robin over sft@1.0, sft@0.7, pretrain@1.0

@@ -16,6 +16,7 @@ CAPITALS = ["Mira", "Toln", "Vessa", "Quor", "Lirr", "Pand", "Seft", "Uron"]
 @dataclass
 class Score:
     score: float
+    flags: dict | None = None
 
 
 class Judge:
@@ -28,7 +29,7 @@ class Judge:
             s += 0.2
         if len(text.split()) > 20:
             s -= 0.2
-        return Score(max(0.0, min(1.0, s)))
+        return Score(max(0.0, min(1.0, s)), {"hallucination": answer not in text, "empty": not text.strip()})
 
 
 class Labeler:

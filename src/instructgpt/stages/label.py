@@ -272,6 +272,7 @@ def run(cfg: LabelConfig) -> Path:
     store = ComparisonStore(work / STORE_FILE)
     try:
         sampler = ResponseSampler(specs, cfg, resolve_device(cfg.device))
+        judge = world.judge() if hasattr(world, "judge") else None
         t0 = time.time()
         done_keys = store.tasks_with_keys()
         task_ids = store.task_ids_by_key() if done_keys else {}
@@ -295,7 +296,7 @@ def run(cfg: LabelConfig) -> Path:
                     done_keys.add(p.key)
                 counts["sampled"] += len(missing)
                 if cfg.labeler == "sim":
-                    counts["ranked"] += _rank_chunk(store, chunk, task_ids, labelers, cfg.seed)
+                    counts["ranked"] += _rank_chunk(store, chunk, task_ids, labelers, cfg.seed, judge)
             bar.update(len(chunk))
         bar.close()
         summary = summarise(store, world, labelers, time.time() - t0, counts)
@@ -312,18 +313,29 @@ def run(cfg: LabelConfig) -> Path:
         store.close()
 
 
-def _rank_chunk(store: Any, chunk: list[PlannedPrompt], task_ids: dict[str, int], labelers: dict[str, Any], seed: int) -> int:
-    """Planned simulated rankings that are not in the store yet (all of them, except when resuming)."""
+def _rank_chunk(store: Any, chunk: list[PlannedPrompt], task_ids: dict[str, int], labelers: dict[str, Any], seed: int,
+                judge: Any = None) -> int:
+    """Planned simulated rankings that are not in the store yet (all of them, except when resuming).
+
+    Flags: the labeler pool, and per response the problems the gold judge found, in the web page's form
+    ``{"<index>": ["hallucination", ...]}`` (InstructGPT's labelers recorded such metadata with each ranking)."""
     n = 0
     for p in chunk:
         task = store.task(task_ids[p.key])
         texts = [r["text"] for r in task["responses"]]
-        for name, pool in p.labelers:
-            if name in task["labelers"]:
-                continue
+        missing = [(name, pool) for name, pool in p.labelers if name not in task["labelers"]]
+        if not missing:
+            continue
+        problems: dict[str, list[str]] = {}
+        if judge is not None:
+            for i, text in enumerate(texts):
+                found = sorted(f for f, on in (getattr(judge.score(p.record, text), "flags", None) or {}).items() if on)
+                if found:
+                    problems[str(i)] = found
+        for name, pool in missing:
             rng = random.Random(_seed_of("rank", seed, p.record["id"], name))
             order = labelers[name].rank(p.record, texts, rng)
-            store.submit_ranking(task["task_id"], name, list(order), flags={"pool": pool},
+            store.submit_ranking(task["task_id"], name, list(order), flags={"pool": pool, **problems},
                                  submission_id=f"{p.key}|{name}", source="sim")
             n += 1
     return n
