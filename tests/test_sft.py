@@ -60,6 +60,7 @@ def test_loss_mask_covers_exactly_the_assistant_tokens(tok, messages, answers):
     ids, mask = render(tok, messages)
     assert len(ids) == len(mask) and set(mask) <= {0, 1}
     assert _masked_runs(tok, ids, mask) == answers
+    assert mask[-1] == 1  # the closing <|end|> of the last reply (also of an empty one) is learned
     # everything outside the mask is the template and the user/system text
     outside = tok.decode([t for t, m in zip(ids, mask) if not m])
     assert "Toln" not in outside and outside.startswith("<|system|>Be brief." if messages[0] is SYSTEM else "<|user|>")

@@ -222,8 +222,15 @@ def assistant_spans(text: str, messages: list[dict], tok: Any = None) -> list[tu
         enders.append(tok.eos_token)
     closing = re.compile(r"\s*(?:" + "|".join(re.escape(t) for t in enders) + ")")
     spans, at = [], 0
-    for m in messages:
+    for i, m in enumerate(messages):
         content = m["content"]
+        if m["role"] == "assistant" and tok is not None:  # start after the assistant header the template puts before the reply
+            try:
+                head = tok.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=False)
+            except Exception:  # a template that cannot render this prefix: fall back to searching
+                head = ""
+            if head and text.startswith(head):
+                at = max(at, len(head))
         found = text.find(content, at) if content else at
         if found < 0 and content.strip():
             content = content.strip()

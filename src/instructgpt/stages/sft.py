@@ -498,9 +498,10 @@ def run(cfg: SFTConfig) -> Path:
                 best_step, best_epoch, best_val = step, cfg.epochs, val_loss
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
-            info = {"step": step, "epochs": cfg.epochs, "select_by": cfg.select_by, "best_step": best_step, "best_epoch": best_epoch,
-                    "best_metric": -best if (best is not None and cfg.select_by == "reward") else best, "val_loss": best_val, "last_val_loss": val_loss, "train_examples": len(data.train), "val_examples": len(data.val),
-                    "dropped_overlong": len(data.dropped)}
+            info = {"val_loss": best_val, "best_epoch": best_epoch, "train_examples": len(data.train), "dropped_overlong": len(data.dropped),
+                    "epochs": cfg.epochs, "step": step, "best_step": best_step, "select_by": cfg.select_by,
+                    "best_metric": -best if (best is not None and cfg.select_by == "reward") else best, "last_val_loss": val_loss,
+                    "val_examples": len(data.val)}
             finish_output(work, out, info)
         barrier(d)
         return out
