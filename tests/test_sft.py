@@ -210,7 +210,9 @@ def test_sft_with_pretraining_mix(tiny_model_dir, toy_corpus, tmp_path):
                    select_by="last", samples=0))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
-    assert steps and all(r["ptx_loss"] > 0 and 0.05 < r["ptx_token_share"] < 0.5 for r in steps)
+    assert steps and all(r["ptx_loss"] > 0 and 0.05 < r["ptx_token_share"] < 0.5 for r in steps[:: rows[0]["ptx_every"]])
+    share = sum(r.get("ptx_token_share", 0) for r in steps) / len(steps)
+    assert 0.1 < share < 0.3  # about the asked 0.2 of the loss tokens, on average
 
 
 def test_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
@@ -292,6 +294,6 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tiny_mod
     a, b = load_file(str(single / "model.safetensors")), load_file(str(tmp_path / "ddp" / "model.safetensors"))
     la = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    assert la[0]["ptx_rows_per_step"] == lb[0]["ptx_rows_per_step"] == 2  # the same pretraining rows, one per process
+    assert la[0]["ptx_rows"] == lb[0]["ptx_rows"] == 2 and la[0]["ptx_every"] == lb[0]["ptx_every"] == 1  # the same pretraining rows, one per process
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
     assert [round(x["loss"], 4) for x in la if "loss" in x] == [round(x["loss"], 4) for x in lb if "loss" in x]

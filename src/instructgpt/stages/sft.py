@@ -369,14 +369,13 @@ def run(cfg: SFTConfig) -> Path:
         steps_in_epoch = [math.ceil(len(p) / per_step) for p in plans]
         total_steps = sum(steps_in_epoch)
         epoch_end = [sum(steps_in_epoch[: e + 1]) for e in range(cfg.epochs)]
-        ptx_rows = 0
-        ptx = None
-        if ptx_tokens is not None:
+        ptx_rows, ptx_every, ptx = 0, 1, None
+        if ptx_tokens is not None:  # rows of pretraining text per process, on every ptx_every-th step
             mean_targets = sum(targets) / total_steps * cfg.epochs
-            want = cfg.ptx_fraction / (1 - cfg.ptx_fraction) * mean_targets
+            want = cfg.ptx_fraction / (1 - cfg.ptx_fraction) * mean_targets  # pretraining tokens per step
             ptx_rows = max(1, round(want / cfg.ptx_seq_len / d.world_size))
+            ptx_every = max(1, round(cfg.ptx_seq_len * d.world_size / want)) if ptx_rows == 1 else 1
             ptx = PackedBatches(ptx_tokens, cfg.ptx_seq_len, ptx_rows, cfg.seed, d.rank, d.world_size)
-        ptx_tokens_per_step = ptx_rows * d.world_size * cfg.ptx_seq_len
 
         step, best, best_step, best_epoch, val_loss, best_val = 0, None, 0, 0, None, None
         if cfg.resume and has_checkpoint(work):
@@ -399,7 +398,7 @@ def run(cfg: SFTConfig) -> Path:
             if d.is_main:
                 log.log(0, params=count_parameters(model), train_examples=len(data.train), val_examples=len(data.val),
                         dropped_overlong=len(data.dropped), max_len=max_len, train_tokens=sum(lengths), train_target_tokens=sum(targets),
-                        steps=total_steps, ptx_rows_per_step=ptx_rows * d.world_size, initial_val_loss=initial)
+                        steps=total_steps, ptx_rows=ptx_rows * d.world_size, ptx_every=ptx_every, initial_val_loss=initial)
 
         def evaluate(at_step: int, epoch: float) -> None:
             """Validation loss (and reward), best-so-far bookkeeping, samples; every process joins the loss."""
@@ -433,10 +432,12 @@ def run(cfg: SFTConfig) -> Path:
             first = step - (epoch_end[epoch - 1] if epoch else 0)
             micro = plans[epoch][first * per_step : (first + 1) * per_step]
             n_sft = sum(targets[i] for b in micro for i in b)
-            denom = n_sft + ptx_tokens_per_step
+            with_ptx = ptx is not None and step % ptx_every == 0
+            ptx_tokens_now = ptx_rows * d.world_size * cfg.ptx_seq_len if with_ptx else 0
+            denom = n_sft + ptx_tokens_now
             mine: list[list[int] | None] = list(micro[d.rank :: d.world_size])
             mine += [None] * (math.ceil(len(micro) / d.world_size) - len(mine))  # a rank short of batches adds a zero-weight one
-            work_items: list[tuple[str, Any]] = ([("ptx", None)] if ptx is not None else []) + [("sft", b) for b in mine]
+            work_items: list[tuple[str, Any]] = ([("ptx", None)] if with_ptx else []) + [("sft", b) for b in mine]
             lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
             set_lr(opt, lr)
             sums = [0.0, 0.0, 0.0]  # sft loss sum, ptx loss sum, tokens processed
@@ -466,9 +467,9 @@ def run(cfg: SFTConfig) -> Path:
             tokens_seen += processed
             row = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "epoch": round(epoch + (first + 1) / steps_in_epoch[epoch], 4),
                    "tokens_per_s": tokens_seen / max(time.time() - t0, 1e-9)}
-            if ptx is not None:
-                row["ptx_loss"] = ptx_sum / max(ptx_tokens_per_step, 1)
-                row["ptx_token_share"] = ptx_tokens_per_step / denom
+            if with_ptx:
+                row["ptx_loss"] = ptx_sum / ptx_tokens_now
+                row["ptx_token_share"] = ptx_tokens_now / denom
             log.log(step, **row)
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
