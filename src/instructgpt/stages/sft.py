@@ -35,7 +35,7 @@ class SFTConfig(StageConfig):
     stage: ClassVar[str] = "sft"
     presets: ClassVar[dict] = {
         "tiny": dict(epochs=2, batch_tokens=1024, lr=2e-3, warmup_steps=2, max_examples=200, samples=0, checkpoint_every=0),
-        "default": dict(epochs=3, batch_tokens=2048, lr=1e-3, warmup_steps=10, dropout=0.1, ptx_fraction=0.0),
+        "default": dict(epochs=3, batch_tokens=512, lr=2e-3, warmup_steps=20, dropout=0.1, ptx_fraction=0.1),
         "gpu": dict(epochs=4, batch_tokens=32768, lr=5e-5, warmup_steps=20, dropout=0.1, max_len=2048, ptx_fraction=0.1),
     }
 
@@ -48,9 +48,9 @@ class SFTConfig(StageConfig):
     max_examples: int = field(0, "use at most this many training demonstrations (0 = all)")
     out: str = field("", "output model folder (empty: <run>/sft)")
     epochs: int = field(3, "passes over the demonstrations")
-    batch_tokens: int = field(2048, "padded tokens per micro-batch per process (examples of similar length are grouped)")
+    batch_tokens: int = field(512, "padded tokens per micro-batch per process (examples of similar length are grouped)")
     grad_accum: int = field(1, "micro-batches per optimiser step")
-    lr: float = field(1e-3, "peak learning rate")
+    lr: float = field(2e-3, "peak learning rate")
     min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)")
     warmup_steps: int = field(10, "linear warmup steps")
     weight_decay: float = field(0.0, "AdamW weight decay on weight matrices")
