@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, finish_output, partial_path
+from ..rundir import begin_output, check_output, finish_output, partial_path
 
 # PPO-ptx's default pretraining-loss coefficient gamma. InstructGPT used 27.8 with its own loss scaling (and 175B
 # models); with our per-token mean losses and whitened advantages a coefficient near 1 already keeps the held-out
@@ -546,10 +546,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     d = init_distributed(cfg.device)
     try:
         work = partial_path(out)
-        if out.exists() and not cfg.overwrite:
-            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
-        if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
-            raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
+        check_output(out, cfg.overwrite, cfg.resume)
         seed_everything(cfg.seed)
         dev = d.device
         autocast = autocast_dtype(dev, cfg.precision)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, finish_output, partial_path
+from ..rundir import begin_output, check_output, finish_output, partial_path
 
 
 @dataclasses.dataclass
@@ -135,10 +135,9 @@ def sample_continuations(model: Any, tok: Any, prompts: list[str], max_new_token
 
 
 def run(cfg: PretrainConfig) -> Path:
-    import numpy as np
     import torch
 
-    from ..data.corpus import PackedBatches, eval_batches, iter_documents, tokenize_corpus, unigram_entropy
+    from ..data.corpus import PackedBatches, eval_batches, tokenize_corpus, unigram_entropy
     from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
     from ..tokenizer import load_tokenizer
     from ..train import (
@@ -152,10 +151,7 @@ def run(cfg: PretrainConfig) -> Path:
     d = init_distributed(cfg.device)
     try:
         work = partial_path(out)
-        if out.exists() and not cfg.overwrite:
-            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
-        if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
-            raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
+        check_output(out, cfg.overwrite, cfg.resume)
         seed_everything(cfg.seed)
         tok = load_tokenizer(paths["tokenizer"])
         if d.is_main:  # inputs are read and checked before anything is written

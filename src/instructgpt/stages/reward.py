@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, finish_output, partial_path
+from ..rundir import begin_output, check_output, finish_output, partial_path
 
 PAPER = {"accuracy_train_labelers": 0.724, "accuracy_heldout_labelers": 0.696, "labeler_agreement": 0.726}
 
@@ -385,10 +385,7 @@ def run(cfg: RewardConfig) -> Path:
     d = init_distributed(cfg.device)
     try:
         work = partial_path(out)
-        if out.exists() and not cfg.overwrite:
-            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
-        if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
-            raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
+        check_output(out, cfg.overwrite, cfg.resume)
         seed_everything(cfg.seed)
         train, held, skips = load_data(cfg, paths["data"])
         world = label_stage.load_world(paths["world"]) if paths["world"] is not None else None

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, finish_output, partial_path
+from ..rundir import begin_output, check_output, finish_output, partial_path
 
 
 @dataclasses.dataclass
@@ -315,10 +315,7 @@ def run(cfg: SFTConfig) -> Path:
     work = partial_path(out)
     d = init_distributed(cfg.device)
     try:
-        if out.exists() and not cfg.overwrite:
-            raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
-        if has_checkpoint(work) and not cfg.resume and not cfg.overwrite:
-            raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
+        check_output(out, cfg.overwrite, cfg.resume)
         seed_everything(cfg.seed)
 
         # ---- inputs: demonstrations, tokenizer, model, pretraining text (all checked before anything is written)
