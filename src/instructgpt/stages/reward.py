@@ -438,7 +438,7 @@ def run(cfg: RewardConfig) -> Path:
             mine = order[pos * per_step : (pos + 1) * per_step][d.rank :: d.world_size]
             lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
             set_lr(opt, lr)
-            loss_sum, acc_sum = 0.0, 0.0
+            loss_sum, right_sum, pairs_sum = 0.0, 0.0, 0
             micro_batches = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)] or [[]]
             for mi, idx in enumerate(micro_batches):
                 if not idx:
@@ -451,7 +451,8 @@ def run(cfg: RewardConfig) -> Path:
                     loss, st = ranking_loss(rewards.float(), batch.pairs, batch.pair_group, batch.n_groups)
                     (loss * len(idx) / max(1, len(mine))).backward()
                 loss_sum += float(loss.detach()) * len(idx)
-                acc_sum += st["acc"] * len(idx)
+                right_sum += st["acc"] * st["pairs"] if st["pairs"] else 0.0  # the step's accuracy is over its pairs, however split
+                pairs_sum += st["pairs"]
                 seen += len(idx)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
             opt.step()
@@ -459,7 +460,8 @@ def run(cfg: RewardConfig) -> Path:
             step += 1
             train_loss = all_reduce_mean(loss_sum / max(1, len(mine)), d)
             check_finite("reward-model loss", train_loss, f"step {step}")
-            row: dict[str, Any] = {"loss": train_loss, "acc": all_reduce_mean(acc_sum / max(1, len(mine)), d), "lr": lr,
+            acc = all_reduce_mean(right_sum, d) / max(all_reduce_mean(float(pairs_sum), d), 1e-9)
+            row: dict[str, Any] = {"loss": train_loss, "acc": acc, "lr": lr,
                                    "grad_norm": grad_norm, "comparisons_per_s": seen * d.world_size / max(time.time() - t0, 1e-9)}
             if items and d.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
                 ev = evaluate(model, items, encode, tok.pad_token_id, d.device, autocast)
