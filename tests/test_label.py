@@ -127,6 +127,26 @@ def test_human_mode_only_queues(tmp_path, tiny_model_dir):
     store.close()
 
 
+def test_overwrite_refuses_to_delete_human_rankings(tmp_path, tiny_model_dir):
+    from instructgpt.stages import label
+    from instructgpt.store import ComparisonStore
+
+    run = make_run(tmp_path, tiny_model_dir)
+    out = label.run(cfg(run, labeler="human", n_prompts=4, heldout_prompts=0, k=3))
+    store = ComparisonStore(out / "comparisons.sqlite")
+    task = store.next_task("alice")
+    store.submit_ranking(task["task_id"], "alice", [2, 0, 1], source="human")
+    store.close()
+    before = (out / "comparisons.sqlite").read_bytes()
+    with pytest.raises(UserError, match="1 rankings or votes by people"):
+        label.run(cfg(run, n_prompts=4, heldout_prompts=0, k=3, overwrite=True))
+    assert (out / "comparisons.sqlite").read_bytes() == before and not (run / "comparisons.partial").exists()
+    # simulated rankings alone are replaced as asked
+    run2 = make_run(tmp_path / "b", tiny_model_dir)
+    label.run(cfg(run2, n_prompts=4, heldout_prompts=0, k=3))
+    assert label.run(cfg(run2, n_prompts=4, heldout_prompts=0, k=3, overwrite=True, seed=1)) == run2 / "comparisons"
+
+
 WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[1])

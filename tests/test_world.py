@@ -93,9 +93,9 @@ def test_default_size_generation_time_and_counts():
     print(f"\ndefault world generated in {dt:.1f} s: {c['entities_total']} entities, "
           f"{c['corpus_chars']['train']:,} corpus characters (~{c['corpus_tokens_estimate']['train']:,} BPE tokens), prompts {c['prompts']}, eval sets {c['eval_sets']}")
     assert dt < 60
-    assert 300 <= c["entities_total"] <= 500
-    assert 5_000_000 <= c["corpus_chars"]["train"] <= 7_000_000
-    assert 1_200_000 <= c["corpus_tokens_estimate"]["train"] <= 1_500_000
+    assert 90 <= c["entities_total"] <= 130
+    assert 3_500_000 <= c["corpus_chars"]["train"] <= 4_500_000
+    assert 750_000 <= c["corpus_tokens_estimate"]["train"] <= 1_000_000
     assert 2000 <= c["prompts"]["sft"] <= 3000 and 600 <= c["prompts"]["rm"] <= 1000
     assert 800 <= c["prompts"]["ppo"] <= 1500 and 350 <= c["prompts"]["eval"] <= 450
 

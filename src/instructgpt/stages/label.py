@@ -67,6 +67,24 @@ class LabelConfig(StageConfig):
     progress: bool = field(True, "show a progress bar")
 
 
+def _refuse_to_discard_people(out: Path) -> None:
+    """--overwrite replaces the comparisons folder; never silently when people's rankings or arena votes are in it."""
+    for folder in (out, partial_path(out)):
+        db = folder / STORE_FILE
+        if not db.exists():
+            continue
+        from ..store import ComparisonStore
+
+        store = ComparisonStore(db)
+        try:
+            n = store.count_rankings(source="human") + store.count_rankings(source="arena")
+        finally:
+            store.close()
+        if n:
+            raise UserError(f"{db} holds {n} rankings or votes by people: --overwrite would delete them; move the folder away "
+                            f"(or export them from the owner page) first")
+
+
 # ---------------------------------------------------------------------------------------------- the world
 def load_world(path: str | Path) -> Any:
     """The built-in world (``instructgpt.world.World``) from its folder."""
@@ -261,6 +279,8 @@ def run(cfg: LabelConfig) -> Path:
     if not plan:
         raise UserError(f"{paths['world']}: no comparison prompts (split 'rm')")
 
+    if cfg.overwrite:
+        _refuse_to_discard_people(out)
     # Where to write: a finished folder is extended in place with --resume; otherwise <out>.partial until done.
     if is_complete(out) and cfg.resume and not cfg.overwrite:
         work = out

@@ -30,7 +30,7 @@ SIZES: dict[str, dict] = {
              "eval": {"winrate": 24, "closed_domain": 12, "false_premise": 8, "toxicity": 8}, "probes": 40},
     "small": {"corpus_chars": 1_400_000, "heldout_chars": 40_000, "splits": {"sft": 800, "rm": 300, "ppo": 400},
               "eval": {"winrate": 100, "closed_domain": 40, "false_premise": 30, "toxicity": 30}, "probes": 150},
-    "default": {"corpus_chars": 6_000_000, "heldout_chars": 120_000, "splits": {"sft": 2400, "rm": 800, "ppo": 1200},
+    "default": {"corpus_chars": 4_000_000, "heldout_chars": 120_000, "splits": {"sft": 2400, "rm": 800, "ppo": 1200},
                 "eval": {"winrate": 200, "closed_domain": 80, "false_premise": 60, "toxicity": 80}, "probes": 300},
     "large": {"corpus_chars": 36_000_000, "heldout_chars": 400_000, "splits": {"sft": 10000, "rm": 3000, "ppo": 5000},
               "eval": {"winrate": 500, "closed_domain": 200, "false_premise": 150, "toxicity": 150}, "probes": 1000},
