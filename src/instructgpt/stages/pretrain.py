@@ -29,7 +29,7 @@ class PretrainConfig(StageConfig):
     presets: ClassVar[dict] = {
         "tiny": dict(d_model=64, n_layers=2, n_heads=2, n_kv_heads=2, d_ff=192, seq_len=128, batch_size=8, max_steps=60,
                      warmup_steps=10, lr=3e-3, eval_every=30, eval_batches=4, sample_every=0, checkpoint_every=30),
-        "default": dict(d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=768, seq_len=256, batch_size=16, max_steps=300,
+        "default": dict(d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=768, seq_len=256, batch_size=16, max_steps=250,
                         warmup_steps=40, lr=2e-3, eval_every=100, eval_batches=8, sample_every=150, checkpoint_every=100),
         "gpu": dict(d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, d_ff=2048, seq_len=512, batch_size=64, max_steps=6000,
                     warmup_steps=200, lr=6e-4, eval_every=500, eval_batches=20, sample_every=1000, checkpoint_every=1000, compile=True),

@@ -18,7 +18,7 @@ _WORD = re.compile(r"[A-Za-z]+")
 ENTITY_TYPES = ["continent", "sea", "country", "city", "river", "person", "organisation", "conference"]
 
 # Number of entities of each type per world size. The default world is sized for the default preset's 4.2M-parameter model
-# and its ~6-minute pretraining budget on a 2-core CPU: about 105 entities, each described many times in a ~0.9M-token
+# and its ~5-minute pretraining budget on a 2-core CPU: about 105 entities, each described many times in a ~0.9M-token
 # corpus, so pretraining learns most facts (with 413 entities and 1.3M tokens the SFT model answered far less often
 # correctly: mean gold score 0.17 against 0.43 for this size, docs/world.md).
 KB_SIZES = {
