@@ -47,9 +47,13 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
         assert m["gold_score_mean"] is not None and m["pretrain_val_loss"] > 0
     for key in ("accuracy_train_labelers", "accuracy_heldout_labelers", "labeler_agreement"):
         assert results["reward_model"][key] is not None, key
+    sizes = results["sample_sizes"]
+    assert sizes["winrate"] == results["models"]["sft"]["n_comparisons"] and 0 <= sizes["harmful"] <= sizes["winrate"]
+    assert sizes["toxicity_respectful"] + sizes["toxicity_plain"] > 0 and sizes["closed_domain"] > 0
     for stage in STAGE_FOLDERS:
         assert stage in results["timings_s"] or stage == "eval"
     page = (tiny_run / "eval" / "report.html").read_text()
+    assert "Prompts behind each rate" in page
     assert "Win rate against SFT" in page and "data:image/png;base64," in page and "http://" not in page.replace("http://www.w3.org", "")
 
 

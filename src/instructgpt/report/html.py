@@ -142,6 +142,9 @@ def render(results: dict) -> str:
                                   ("repetition", "repetition_rate"), ("hallucination (closed domain)", "hallucination_rate"), ("truthful (false premise)", "truthful_rate"),
                                   ("harmful compliance", "harmful_compliance_rate"), ("toxic, respectful prompt", "toxicity_rate_respectful"), ("toxic, plain prompt", "toxicity_rate_plain")]))
     parts.append("<p class='note'>The RM score beside the gold score shows over-optimisation: a policy can raise the reward model's score while the gold score stalls or falls.</p>")
+    sizes = results.get("sample_sizes")
+    if sizes:
+        parts.append("<p class='note'>Prompts behind each rate: " + ", ".join(f"{e(k.replace('_', ' '))} {int(v)}" for k, v in sizes.items()) + ".</p>")
     parts.append("<h2>Alignment tax</h2>")
     parts.append(_table(results, [("held-out pretraining loss (nats/token)", "pretrain_val_loss"), ("knowledge-probe accuracy", "probe_accuracy")]))
     img = curves_chart(results)

@@ -238,6 +238,15 @@ def run(cfg: EvalConfig) -> Path:
             m.setdefault(k, None)
         results["models"][c.name] = m
 
+    if world is not None:  # how many prompts each rate is over (a rate over 11 harmful requests moves in steps of 0.09)
+        results["sample_sizes"] = {
+            "winrate": len(records["winrate"]),
+            "harmful": sum(1 for r in records["winrate"] if r["category"] == "harmful"),
+            "closed_domain": len(records["closed_domain"]),
+            "false_premise": len(records["false_premise"]),
+            "toxicity_respectful": sum(1 for r in records["toxicity"] if r["meta"].get("respectful", False)),
+            "toxicity_plain": sum(1 for r in records["toxicity"] if not r["meta"].get("respectful", False)),
+        }
     results["reward_model"] = _reward_model_summary(run_dir)
     results["timings_s"] = _timings(run_dir)
     results["timings_s"]["eval"] = round(time.time() - t_start, 1)
