@@ -1,0 +1,64 @@
+"""PPO against the gold judge itself (an oracle reward model): is the reward model or the PPO budget the bottleneck?
+
+Runs `igpt ppo`'s trainer (plain PPO, the chosen preset) on a finished run's SFT model, with the reward model replaced by
+the built-in world's gold judge: the score of each response is (gold - center) / scale. The gold evaluation that the
+stage logs every --eval-every steps (metrics.jsonl, `gold_score`) then shows how far PPO gets when the reward is the
+truth. If the gold score does not rise even here, the PPO budget (episodes, learning rate), not the reward model, limits
+the gain.
+
+    python benchmarks/ppo_oracle_reward.py --run runs/default --out /tmp/ppo_oracle [--lr 5e-5] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run directory with world/ and sft/")
+    ap.add_argument("--out", required=True, help="output folder for the policy (overwritten)")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--lr", type=float, default=0.0, help="policy learning rate (0 = the preset's)")
+    ap.add_argument("--steps", type=int, default=0, help="PPO steps (0 = the preset's)")
+    ap.add_argument("--center", type=float, default=0.7, help="subtracted from the gold score")
+    ap.add_argument("--scale", type=float, default=0.3, help="the centred gold score is divided by this")
+    a = ap.parse_args()
+
+    from instructgpt.config import build_config
+    from instructgpt.stages.ppo import PPOConfig, encode_records, load_prompt_records, run
+    from instructgpt.tokenizer import load_tokenizer, stop_token_ids
+    from instructgpt.world import World
+
+    over = {"run": a.run, "out": a.out, "ptx_coef": 0.0, "progress": False, "overwrite": True}
+    if a.lr:
+        over["lr"] = a.lr
+    if a.steps:
+        over["steps"] = a.steps
+    cfg = build_config(PPOConfig, a.preset, overrides=over)
+    world = World.load(Path(a.run) / "world")
+    judge = world.judge()
+    tok = load_tokenizer(Path(a.run) / "sft")
+    records = load_prompt_records(cfg, world)
+    by_ids = {tuple(ids): rec for ids, rec in zip(encode_records(tok, records, cfg.max_prompt_len), records)}
+    stops = set(stop_token_ids(tok, None))
+
+    def gold_reward(prompts: list[list[int]], responses: list[list[int]]) -> list[float]:
+        scores = []
+        for p, r in zip(prompts, responses):
+            r = [t for t in r if t != tok.pad_token_id]
+            cut = next((k for k, t in enumerate(r) if t in stops), len(r))
+            text = tok.decode(r[:cut], skip_special_tokens=True)
+            scores.append((judge.score(by_ids[tuple(p)], text).score - a.center) / a.scale)
+        return scores
+
+    out = run(cfg, reward_fn=gold_reward)
+    rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    print("gold score by step:", [(r["step"], round(r["gold_score"], 3)) for r in rows if "gold_score" in r])
+    print("KL to SFT by step:", [(r["step"], round(r["kl"], 2)) for r in rows if "kl" in r][:: max(1, cfg.steps // 5)])
+
+
+if __name__ == "__main__":
+    main()
