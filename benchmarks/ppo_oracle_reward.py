@@ -46,13 +46,9 @@ def main() -> None:
     stops = set(stop_token_ids(tok, None))
 
     def gold_reward(prompts: list[list[int]], responses: list[list[int]]) -> list[float]:
-        scores = []
-        for p, r in zip(prompts, responses):
-            r = [t for t in r if t != tok.pad_token_id]
-            cut = next((k for k, t in enumerate(r) if t in stops), len(r))
-            text = tok.decode(r[:cut], skip_special_tokens=True)
-            scores.append((judge.score(by_ids[tuple(p)], text).score - a.center) / a.scale)
-        return scores
+        # the trainer passes each response cut after its first stop token (kept), unpadded: the rule of decode_responses
+        texts = [tok.decode(r[:-1] if r and r[-1] in stops else r, skip_special_tokens=True) for r in responses]
+        return [(judge.score(by_ids[tuple(p)], t).score - a.center) / a.scale for p, t in zip(prompts, texts)]
 
     out = run(cfg, reward_fn=gold_reward)
     rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,26 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 NAMES = ["Alba", "Borin", "Cetra", "Dovel", "Eskar", "Fanwe", "Gorim", "Helta"]
 CAPITALS = ["Mira", "Toln", "Vessa", "Quor", "Lirr", "Pand", "Seft", "Uron"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: a second intra-op thread only adds synchronisation and stalls badly
+    when other processes compete for the cores. Test modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_torchrun(script: Path, port: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``script`` in 2 processes under torchrun (gloo on CPU, one thread each); the test fails with the stderr tail."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), str(script), *args]
+    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
 
 
 def toy_documents(n: int = 600, seed: int = 0) -> list[str]:

@@ -9,33 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import CAPITALS, NAMES, toy_documents
+from conftest import CAPITALS, NAMES, run_torchrun, toy_documents
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread in the in-process single runs."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _torchrun(script: Path, port: int, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), str(script), *args]
-    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -92,7 +74,7 @@ def test_reward_model_ddp_two_processes_equal_one_process_with_the_same_global_b
     accum = run(RewardConfig(**kw, batch_size=4, grad_accum=2, out=str(tmp_path / "accum")))
     script = tmp_path / "ddp_rm.py"
     script.write_text("import sys, json\nfrom instructgpt.stages.reward import RewardConfig, run\nrun(RewardConfig(**json.loads(sys.argv[1])))\n")
-    r = _torchrun(script, 29561, json.dumps({**kw, "batch_size": 4, "out": str(tmp_path / "ddp")}))
+    r = run_torchrun(script, 29561, json.dumps({**kw, "batch_size": 4, "out": str(tmp_path / "ddp")}))
     ddp = tmp_path / "ddp"
     assert (ddp / "igpt_complete.json").is_file() and not (tmp_path / "ddp.partial").exists()
     assert r.stdout.count("reward model: ") == 1  # the summary is printed by rank 0 only
@@ -224,7 +206,7 @@ def test_ppo_ddp_two_processes(tiny_model_dir, ppo_rm_dir, ppo_prompts, toy_corp
     script.write_text(PPO_SCRIPT)
     record = tmp_path / "record"
     record.mkdir()
-    _torchrun(script, 29562, json.dumps(dataclasses.asdict(cfg)), str(record))
+    run_torchrun(script, 29562, json.dumps(dataclasses.asdict(cfg)), str(record))
     out = tmp_path / "ppo"
     assert (out / "igpt_complete.json").is_file() and not (tmp_path / "ppo.partial").exists()
     assert not (out / "checkpoint").exists()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_torchrun
 from instructgpt.cli import main
 from instructgpt.config import build_config
 from instructgpt.errors import UserError
@@ -110,11 +108,7 @@ def test_ddp_two_processes_equals_single_process(toy_corpus, tiny_tokenizer_dir,
     base = {**TINY, "corpus": str(toy_corpus), "tokenizer": str(tiny_tokenizer_dir), "max_steps": 4, "eval_every": 0, "checkpoint_every": 0,
             "cache_dir": str(tmp_path / "cache")}
     single = pretrain(PretrainConfig(**{**base, "batch_size": 8, "out": str(tmp_path / "single")}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(_ddp_script(tmp_path)), json.dumps({**base, "batch_size": 4, "out": str(tmp_path / "ddp")})]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_torchrun(_ddp_script(tmp_path), 29533, json.dumps({**base, "batch_size": 4, "out": str(tmp_path / "ddp")}))
     a, b = load_file(str(single / "model.safetensors")), load_file(str(tmp_path / "ddp" / "model.safetensors"))
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k

@@ -20,15 +20,7 @@ DATA = Path(__file__).parent / "data"
 HH_FULL = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription stalls."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -5,15 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: a second intra-op thread only adds synchronisation (and stalls badly on a busy machine)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(n_kv_heads: int = 2, vocab: int = 300):

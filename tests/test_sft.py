@@ -10,15 +10,7 @@ from instructgpt.data.chat import load_demonstrations, read_demonstrations, rend
 from instructgpt.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: a second intra-op thread only adds synchronisation (and stalls badly on a busy machine)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -271,13 +263,10 @@ def test_bad_options_are_one_line_errors(tiny_model_dir, tmp_path):
 def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tiny_model_dir, toy_corpus, tmp_path):
     """2 processes x 1 micro-batch per step == 1 process x 2 accumulated micro-batches (token-mean loss over the step),
     with an odd number of micro-batches (a rank runs a zero-weight batch) and the pretraining mix."""
-    import os
-    import subprocess
-    import sys
-
     import torch
     from safetensors.torch import load_file
 
+    from conftest import run_torchrun
     from instructgpt.stages.sft import run
 
     data = _demos(tmp_path / "d.jsonl", n=52)  # 27 training examples in 7 micro-batches of <= 128 tokens: the last step has one
@@ -287,10 +276,7 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tiny_mod
     single = run(_cfg(out=tmp_path / "single", grad_accum=2, **kw))
     script = tmp_path / "ddp_sft.py"
     script.write_text("import sys, json\nfrom instructgpt.stages.sft import SFTConfig, run\nrun(SFTConfig(**json.loads(sys.argv[1])))\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", str(script),
-           json.dumps({**kw, "out": str(tmp_path / "ddp")})]
-    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_torchrun(script, 29541, json.dumps({**kw, "out": str(tmp_path / "ddp")}))
     a, b = load_file(str(single / "model.safetensors")), load_file(str(tmp_path / "ddp" / "model.safetensors"))
     la = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]

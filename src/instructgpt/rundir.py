@@ -28,13 +28,18 @@ def is_complete(out: str | Path) -> bool:
     return (Path(out) / COMPLETE_MARKER).is_file()
 
 
+def has_checkpoint(folder: str | Path) -> bool:
+    """A stage's working folder holds a resumable checkpoint (written by ``train.save_checkpoint``)."""
+    return (Path(folder) / "checkpoint" / "state.json").is_file()
+
+
 def check_output(out: str | Path, overwrite: bool, resume: bool) -> None:
     """Refuse a complete output (unless ``overwrite``) and an interrupted one (unless ``resume`` or ``overwrite``)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"output exists: {out} (pass --overwrite to replace it)")
     work = partial_path(out)
-    if (work / "checkpoint" / "state.json").is_file() and not resume and not overwrite:
+    if has_checkpoint(work) and not resume and not overwrite:
         raise UserError(f"{work} holds an interrupted run: pass --resume to continue it, or --overwrite to start over")
 
 

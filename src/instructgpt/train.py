@@ -237,10 +237,6 @@ def _save_shared_safe(save_file: Any, sd: dict, path: Path) -> None:
     save_file(out, str(path), metadata={"aliases": json.dumps(aliases)})
 
 
-def has_checkpoint(folder: str | Path) -> bool:
-    return (Path(folder) / "checkpoint" / "state.json").is_file()
-
-
 def load_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict[str, Any], restore_rng: bool = True) -> dict:
     """Restore models, optimisers and RNG from ``<folder>/checkpoint``; returns the saved ``state`` dict."""
     from safetensors import safe_open

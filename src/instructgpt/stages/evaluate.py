@@ -141,7 +141,6 @@ def run(cfg: EvalConfig) -> Path:
     # ---- the evaluation sets
     if world is not None:
         sets = world.eval_sets()
-        rng = random.Random(cfg.seed)
         records = {
             "winrate": sets["winrate"][: cfg.n_winrate],
             "closed_domain": sets["closed_domain"][: cfg.n_closed_domain],
@@ -157,7 +156,7 @@ def run(cfg: EvalConfig) -> Path:
 
         rows = read_prompts(cfg.prompts)[: cfg.n_winrate]
         records = {"winrate": [{"id": r.get("id", f"p{i}"), "prompt": r.get("prompt", ""), "messages": r.get("messages")} for i, r in enumerate(rows)]}
-        probes, heldout_docs, judge, labelers, rng = [], [], None, [], random.Random(cfg.seed)
+        probes, heldout_docs, judge, labelers = [], [], None, []
 
     def prompt_input(rec: dict, mode: str) -> Any:
         if mode == "plain":

@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, partial_path
+from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
 
 # PPO-ptx's default pretraining-loss coefficient gamma. InstructGPT used 27.8 with its own loss scaling (and 175B
 # models); with our per-token mean losses and whitened advantages a coefficient near 1 already keeps the held-out
@@ -532,7 +532,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     from ..sampling import SamplingParams, TorchSampler
     from ..tokenizer import load_tokenizer, stop_token_ids
     from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint,
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed,
         init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics,
     )
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, partial_path
+from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
 
 
 @dataclasses.dataclass
@@ -141,7 +141,7 @@ def run(cfg: PretrainConfig) -> Path:
     from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
     from ..tokenizer import load_tokenizer
     from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint,
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed,
         init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
     )
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, partial_path
+from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
 
 PAPER = {"accuracy_train_labelers": 0.724, "accuracy_heldout_labelers": 0.696, "labeler_agreement": 0.726}
 
@@ -374,7 +374,7 @@ def run(cfg: RewardConfig) -> Path:
     from ..reward_model import STATS_FILE, collate, ranking_loss
     from ..tokenizer import load_tokenizer
     from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed, has_checkpoint,
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed,
         init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
     )
     from . import label as label_stage
