@@ -207,6 +207,61 @@ def test_demonstrations_score_high(small):
         assert statistics.mean(v) >= 0.85, fam
 
 
+def test_careless_demonstrations(tmp_path):
+    """About careless_share of the training demonstrations carry flaws, each one scored below the ideal response by the
+    gold judge and ranked below it by the labelers; the evaluation references stay ideal."""
+    small = World.generate(seed=0, size="small", careless_share=0.5)
+    assert small.meta["careless_share"] == 0.5
+    j = small.judge()
+    rng = random.Random(0)
+    labs = small.labelers("heldout")
+    n = careless = strict = lower = prefer_ideal = 0
+    kinds: dict[str, int] = {}
+    for split in ("sft", "rm", "ppo"):
+        for p, d in zip(small.prompts(split), small.demonstrations(split)):
+            text, ideal = d["messages"][1]["content"], small.demo_for(p)
+            a = small.authorship(p["id"])
+            assert a["writer"] in small.meta["demonstration_writers"]
+            n += 1
+            if not a["flaws"]:
+                assert text == ideal
+                continue
+            careless += 1
+            for f in a["flaws"]:
+                kinds[f] = kinds.get(f, 0) + 1
+            assert text != ideal
+            if a["flaws"] == ["filler"]:  # the gold judge penalises filler only when it pushes past the word budget
+                continue
+            strict += 1
+            lower += j.score(p, text).score < j.score(p, ideal).score - 0.05
+            prefer_ideal += rng.choice(labs).prefer(p, ideal, text, rng)
+    share = careless / n
+    print(f"\ncareless demonstrations: {share:.3f} of {n}; other than filler alone, judged worse than ideal "
+          f"{lower / strict:.3f}, held-out labelers prefer the ideal {prefer_ideal / strict:.3f}; kinds {kinds}")
+    assert abs(share - small.meta["careless_share"]) < 0.1
+    assert lower / strict >= 0.97 and prefer_ideal / strict >= 0.9
+    assert {"sloppy", "filler", "break_constraint", "curt", "comply", "accept_premise"} <= set(kinds)
+    for p, d in zip(small.prompts("eval"), small.demonstrations("eval")):
+        assert d["messages"][1]["content"] == small.demo_for(p) and small.authorship(p["id"]) == {}
+    for pid in small.meta["few_shot_ids"]:
+        assert not small.authorship(pid)["flaws"]
+    small.save(tmp_path / "w")
+    back = World.load(tmp_path / "w")
+    for p in small.prompts("sft")[:200]:
+        assert back.authorship(p["id"]) == small.authorship(p["id"])
+    assert back.demonstrations("sft") == small.demonstrations("sft")
+
+
+def test_careless_share_zero_gives_ideal_demonstrations(tiny):
+    w = tiny  # the default careless_share is 0
+    assert w.meta["counts"]["careless_demonstrations"] == 0
+    for split in ("sft", "rm", "ppo"):
+        for p, d in zip(w.prompts(split), w.demonstrations(split)):
+            assert d["messages"][1]["content"] == w.demo_for(p)
+    with pytest.raises(UserError, match="careless_share"):
+        World.generate(seed=0, size="tiny", careless_share=1.5)
+
+
 def test_degenerate_responses_score_low(small):
     j = small.judge()
     rng = random.Random(0)
@@ -425,6 +480,7 @@ def _corrupt(src: Path, dst: Path, name: str, line_no: int, new_line: str) -> No
     ("prompts.jsonl", 8, lambda l: json.dumps({**json.loads(l), "split": "train"}), "split must be one of"),
     ("demonstrations.jsonl", 2, lambda l: json.dumps({**json.loads(l), "id": "sft-999999"}), "unknown prompt id"),
     ("demonstrations.jsonl", 3, lambda l: json.dumps({**json.loads(l), "messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}), "role"),
+    ("demonstrations.jsonl", 4, lambda l: json.dumps({**json.loads(l), "writer": "train-01", "flaws": "sloppy"}), "'flaws' must be list"),
     ("corpus.jsonl", 10, lambda l: json.dumps({**json.loads(l), "text": ""}), "'text' is empty"),
     ("probes.jsonl", 2, lambda l: json.dumps({**json.loads(l), "answer": 17}), "not an index"),
 ])

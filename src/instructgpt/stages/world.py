@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from ..config import StageConfig, field
 from ..errors import UserError
+from ..world.core import CARELESS_SHARE
 
 
 @dataclasses.dataclass
@@ -21,6 +22,7 @@ class WorldConfig(StageConfig):
     run: str = field("", "run directory")
     seed: int = field(0, "world seed: the same seed gives byte-identical files")
     size: str = field("default", "tiny, small, default or large")
+    careless_share: float = field(CARELESS_SHARE, "the labelers' average share of careless demonstrations (0: all ideal; see docs/world.md)")
     overwrite: bool = field(False, "replace an existing output folder")
 
 
@@ -34,9 +36,10 @@ def run(cfg: WorldConfig) -> Path:
 
     from ..rundir import COMPLETE_MARKER
 
-    path = Path(world_command(out, seed=cfg.seed, size=cfg.size, overwrite=cfg.overwrite))
+    path = Path(world_command(out, seed=cfg.seed, size=cfg.size, overwrite=cfg.overwrite,
+                                    careless_share=cfg.careless_share))
     meta = json.loads((path / "world.json").read_text())
-    info = {"size": cfg.size, "seed": cfg.seed, "entities": meta.get("counts", {}).get("entities_total")}
+    info = {"size": cfg.size, "seed": cfg.seed, "careless_share": cfg.careless_share, "entities": meta.get("counts", {}).get("entities_total")}
     (path / COMPLETE_MARKER).write_text(json.dumps(info))
     return path
 

@@ -14,7 +14,7 @@ from .judge import FLAGS
 
 
 def world_command(out: str, seed: int = 0, size: str = "default", overwrite: bool = False,
-                  corpus_tokens: int | None = None, quiet: bool = False) -> Path:
+                  corpus_tokens: int | None = None, quiet: bool = False, careless_share: float | None = None) -> Path:
     """Generate a world and write it to ``out`` atomically (into ``<out>.partial``, then renamed)."""
     if size not in SIZES:
         raise UserError(f"--size: unknown world size {size!r} (choose from {', '.join(SIZES)})")
@@ -26,7 +26,9 @@ def world_command(out: str, seed: int = 0, size: str = "default", overwrite: boo
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a folder")
     t0 = time.time()
-    world = World.generate(seed=seed, size=size, corpus_tokens=corpus_tokens)
+    if careless_share is not None and not 0.0 <= careless_share <= 1.0:
+        raise UserError(f"--careless-share: must be between 0 and 1, got {careless_share}")
+    world = World.generate(seed=seed, size=size, corpus_tokens=corpus_tokens, careless_share=careless_share)
     partial = Path(str(dest) + ".partial")
     if partial.exists():
         shutil.rmtree(partial)

@@ -10,6 +10,7 @@ from ..errors import UserError, data_error
 from . import schema as S
 from . import text as T
 from .corpus import generate_corpus
+from .demos import write_demonstrations
 from .judge import Judge
 from .kb import KnowledgeBase, generate_kb
 from .labelers import SimLabeler, make_labelers
@@ -35,6 +36,8 @@ SIZES: dict[str, dict] = {
     "large": {"corpus_chars": 36_000_000, "heldout_chars": 400_000, "splits": {"sft": 10000, "rm": 3000, "ppo": 5000},
               "eval": {"winrate": 500, "closed_domain": 200, "false_premise": 150, "toxicity": 150}, "probes": 1000},
 }
+# The training labelers' average share of careless demonstrations (world/demos.py): what SFT imitates and RLHF can fix.
+CARELESS_SHARE = 0.0
 FEW_SHOT_FAMILIES = ["conference_about", "list_cities", "word_problem"]
 FEW_SHOT_HEADER = "Below are some requests, each followed by a helpful answer."
 
@@ -82,13 +85,14 @@ class World:
     """A generated (or loaded) world. See ``docs/world.md`` for the files and every schema."""
 
     def __init__(self, meta: dict, entities: list[dict], corpus: list[dict], prompts: list[dict], demos: dict[str, str],
-                 probes: list[dict], labelers: list[dict]):
+                 probes: list[dict], labelers: list[dict], authorship: dict[str, dict] | None = None):
         self.meta = meta
         self.kb = KnowledgeBase(entities)
         self._corpus = corpus
         self._prompts = prompts
         self._by_id = {p["id"]: p for p in prompts}
         self._demos = demos
+        self._authorship = authorship or {}
         self._probes = probes
         self._labeler_params = labelers
         self._judge: Judge | None = None
@@ -96,8 +100,13 @@ class World:
 
     # ------------------------------------------------------------------ generation
     @classmethod
-    def generate(cls, seed: int = 0, size: str = "default", corpus_tokens: int | None = None) -> "World":
-        """Generate a world. Deterministic: the same seed, size and corpus_tokens give byte-identical files."""
+    def generate(cls, seed: int = 0, size: str = "default", corpus_tokens: int | None = None,
+                 careless_share: float | None = None) -> "World":
+        """Generate a world. Deterministic: the same seed, size, corpus_tokens and careless_share give byte-identical files.
+
+        ``careless_share``: the writers' average share of careless demonstrations (see ``world/demos.py``; default
+        ``CARELESS_SHARE``); 0 gives ideal demonstrations everywhere.
+        """
         if size not in SIZES:
             raise UserError(f"unknown world size {size!r} (choose from {', '.join(SIZES)})")
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -106,29 +115,36 @@ class World:
         corpus_chars = cfg["corpus_chars"] if corpus_tokens is None else int(int(corpus_tokens) * CHARS_PER_TOKEN)
         if corpus_chars <= 0:
             raise UserError(f"corpus_tokens must be positive, got {corpus_tokens}")
+        careless = CARELESS_SHARE if careless_share is None else float(careless_share)
+        if not 0.0 <= careless <= 1.0:
+            raise UserError(f"careless_share must be between 0 and 1, got {careless_share}")
         entities = generate_kb(random.Random(f"igpt-world:{seed}:kb"), size)
         kb = KnowledgeBase(entities)
         prompts = generate_prompts(kb, seed, cfg["splits"], cfg["eval"])
-        demos = {p["id"]: FAMILIES[p["family"]].demo(kb, p) for p in prompts}
+        ideal = {p["id"]: FAMILIES[p["family"]].demo(kb, p) for p in prompts}
         banned = {T.norm(p["prompt"]) for p in prompts if p["split"] == "eval"}
         heldout_chars = max(10_000, int(cfg["heldout_chars"] * corpus_chars / cfg["corpus_chars"]))
         corpus = generate_corpus(kb, seed, corpus_chars, heldout_chars, banned)
         probes = generate_probes(kb, seed, cfg["probes"])
         labelers = make_labelers(seed)
+        writers = [x["name"] for x in labelers if x["group"] == "train"]
+        demos, authorship, rates = write_demonstrations(kb, seed, prompts, ideal, writers, careless)
         few = []
         sft = [p for p in prompts if p["split"] == "sft"]
         for fam in FEW_SHOT_FAMILIES:
-            cand = [p for p in sft if p["family"] == fam and not p["meta"].get("constraints")]
+            cand = [p for p in sft if p["family"] == fam and not p["meta"].get("constraints")
+                    and not authorship.get(p["id"], {}).get("flaws")]
             if cand:
                 few.append(cand[0]["id"])
         for p in sft:
             if len(few) >= 3:
                 break
-            if p["id"] not in few:
+            if p["id"] not in few and not authorship.get(p["id"], {}).get("flaws"):
                 few.append(p["id"])
         meta = {"schema_version": SCHEMA_VERSION, "generator": "instructgpt.world", "generator_version": GENERATOR_VERSION,
-                "seed": seed, "size": size, "corpus_tokens_target": int(corpus_chars / CHARS_PER_TOKEN), "few_shot_ids": few}
-        w = cls(meta, entities, corpus, prompts, demos, probes, labelers)
+                "seed": seed, "size": size, "corpus_tokens_target": int(corpus_chars / CHARS_PER_TOKEN), "few_shot_ids": few,
+                "careless_share": careless, "demonstration_writers": rates}
+        w = cls(meta, entities, corpus, prompts, demos, probes, labelers, authorship)
         w.meta["counts"] = w._counts()
         return w
 
@@ -141,7 +157,9 @@ class World:
         corpus = {s: sum(1 for d in self._corpus if d["split"] == s) for s in S.CORPUS_SPLITS}
         chars = {s: sum(len(d["text"]) for d in self._corpus if d["split"] == s) for s in S.CORPUS_SPLITS}
         return {"entities": ents, "entities_total": len(self.kb.entities), "prompts": prompts, "eval_sets": evals,
-                "demonstrations": len(self._demos), "corpus_documents": corpus, "corpus_chars": chars,
+                "demonstrations": len(self._demos),
+                "careless_demonstrations": sum(1 for a in self._authorship.values() if a.get("flaws")),
+                "corpus_documents": corpus, "corpus_chars": chars,
                 "corpus_tokens_estimate": {s: int(c / CHARS_PER_TOKEN) for s, c in chars.items()}, "probes": len(self._probes),
                 "labelers": {g: sum(1 for x in self._labeler_params if x["group"] == g) for g in ("train", "heldout")}}
 
@@ -160,8 +178,8 @@ class World:
         dump_lines("kb.jsonl", self.kb.entities)
         dump_lines("corpus.jsonl", self._corpus)
         dump_lines("prompts.jsonl", self._prompts)
-        dump_lines("demonstrations.jsonl", ({"id": p["id"], "messages": self._messages(p)} for p in self._prompts
-                                            if p["id"] in self._demos))
+        dump_lines("demonstrations.jsonl", ({"id": p["id"], "messages": self._messages(p), **self._authorship.get(p["id"], {})}
+                                            for p in self._prompts if p["id"] in self._demos))
         dump_lines("probes.jsonl", self._probes)
         (d / "labelers.json").write_text(json.dumps({"labelers": self._labeler_params}, indent=2) + "\n", encoding="utf-8")
         return d
@@ -187,9 +205,10 @@ class World:
         drows = S.load_rows(d / "demonstrations.jsonl")
         S.validate_demos(d / "demonstrations.jsonl", drows, by_id)
         demos = {x["id"]: x["messages"][-1]["content"] for _, x in drows}
+        authorship = {x["id"]: {"writer": x["writer"], "flaws": list(x.get("flaws") or [])} for _, x in drows if "writer" in x}
         probes = [p for _, p in S.load_rows(d / "probes.jsonl", S.validate_probes)]
         labs = S.validate_labelers(d / "labelers.json", S.read_json(d / "labelers.json"))
-        return cls(meta, entities, corpus, prompts, demos, probes, labs)
+        return cls(meta, entities, corpus, prompts, demos, probes, labs, authorship)
 
     # ------------------------------------------------------------------ data
     def corpus(self, split: str = "train") -> list[str]:
@@ -211,17 +230,24 @@ class World:
         return self._by_id[prompt_id]
 
     def demo_for(self, prompt) -> str:
-        """The demonstration (ideal response) text for a prompt record or id; computed for records not in the world."""
+        """The ideal response (what a careful labeler writes) for a prompt record or id, in the world or not.
+
+        For the demonstrations the labelers actually wrote (some careless), see :meth:`demonstrations`.
+        """
         rec = self.prompt(prompt) if isinstance(prompt, str) else prompt
-        if rec.get("id") in self._demos and self._by_id.get(rec["id"]) is rec:
-            return self._demos[rec["id"]]
         return FAMILIES[rec["family"]].demo(self.kb, rec)
+
+    def authorship(self, prompt_id: str) -> dict:
+        """``{"writer", "flaws"}`` of a training-split demonstration (``{}`` for the evaluation prompts' references)."""
+        return dict(self._authorship.get(prompt_id, {}))
 
     def _messages(self, rec: dict) -> list[dict]:
         return [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": self._demos[rec["id"]]}]
 
     def demonstrations(self, split: str = "sft") -> list[dict]:
-        """``{"id", "messages"}`` for every prompt of the split (chat format: one user turn, one assistant turn)."""
+        """``{"id", "messages"}`` for every prompt of the split (chat format: one user turn, one assistant turn), as the
+        labelers wrote them: on the training splits some are careless (:meth:`authorship` says who wrote which, and its
+        flaws)."""
         return [{"id": p["id"], "messages": self._messages(p)} for p in self.prompts(split) if p["id"] in self._demos]
 
     def eval_sets(self) -> dict[str, list[dict]]:

@@ -170,6 +170,11 @@ def validate_demos(path: Path, rows: list[tuple[int, dict]], prompts: dict[str, 
                 raise data_error(path, line, f"messages[{j}].role must be system, user or assistant, got {m['role']!r}")
         if msgs[-1]["role"] != "assistant":
             raise data_error(path, line, "the last message must be the assistant's")
+        if "writer" in d or "flaws" in d:
+            _need(d, "writer", str, path, line)
+            flaws = _need(d, "flaws", list, path, line)
+            if not all(isinstance(f, str) for f in flaws):
+                raise data_error(path, line, "flaws must be a list of strings")
 
 
 def validate_probes(path: Path, rows: list[tuple[int, dict]]) -> None:
