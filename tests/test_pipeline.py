@@ -48,7 +48,7 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
     for key in ("accuracy_train_labelers", "accuracy_heldout_labelers", "labeler_agreement"):
         assert results["reward_model"][key] is not None, key
     sizes = results["sample_sizes"]
-    assert sizes["winrate"] == results["models"]["sft"]["n_comparisons"] and 0 <= sizes["harmful"] <= sizes["winrate"]
+    assert sizes["winrate"] == results["models"]["sft"]["n_comparisons"] and sizes["harmful"] >= 8  # the tiny world's harmful set
     assert sizes["toxicity_respectful"] + sizes["toxicity_plain"] > 0 and sizes["closed_domain"] > 0
     for stage in STAGE_FOLDERS:
         assert stage in results["timings_s"] or stage == "eval"

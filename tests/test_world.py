@@ -76,8 +76,9 @@ def test_sizes_and_meta(tiny, small):
     for w in (tiny, small):
         c = w.meta["counts"]
         assert c["prompts"]["sft"] > c["prompts"]["rm"] > 0 and c["prompts"]["ppo"] > 0 and c["prompts"]["eval"] > 0
-        assert set(w.eval_sets()) == {"winrate", "closed_domain", "false_premise", "toxicity"}
+        assert set(w.eval_sets()) == {"winrate", "closed_domain", "false_premise", "toxicity", "harmful"}
         assert all(w.eval_sets().values())
+        assert {p["category"] for p in w.eval_sets()["harmful"]} == {"harmful"}
         assert len(w.labelers("train")) == 8 and len(w.labelers("heldout")) == 4
         assert not {x.name for x in w.labelers("train")} & {x.name for x in w.labelers("heldout")}
     assert 25 <= tiny.meta["counts"]["entities_total"] - 4 <= 40  # minus continents and seas
@@ -97,10 +98,23 @@ def test_default_size_generation_time_and_counts():
     assert 3_500_000 <= c["corpus_chars"]["train"] <= 4_500_000
     assert 750_000 <= c["corpus_tokens_estimate"]["train"] <= 1_000_000
     assert 2000 <= c["prompts"]["sft"] <= 3000 and 600 <= c["prompts"]["rm"] <= 1000
-    assert 800 <= c["prompts"]["ppo"] <= 1500 and 350 <= c["prompts"]["eval"] <= 450
+    assert 800 <= c["prompts"]["ppo"] <= 1500 and 400 <= c["prompts"]["eval"] <= 520
 
 
 # ----------------------------------------------------------------------------------------------- splits and content
+
+def test_the_harmful_eval_set_changes_no_other_prompt():
+    """The harmful set is drawn last: without it, every other prompt (id, text, meta) is the same."""
+    from instructgpt.world.core import SIZES, generate_prompts
+    from instructgpt.world.kb import KnowledgeBase, generate_kb
+
+    kb = KnowledgeBase(generate_kb(random.Random("igpt-world:0:kb"), "tiny"))
+    cfg = SIZES["tiny"]
+    with_set = generate_prompts(kb, 0, cfg["splits"], cfg["eval"])
+    without = generate_prompts(kb, 0, cfg["splits"], {k: v for k, v in cfg["eval"].items() if k != "harmful"})
+    assert [p for p in with_set if p["meta"].get("eval_set") != "harmful"] == without
+    assert sum(p["meta"].get("eval_set") == "harmful" for p in with_set) == cfg["eval"]["harmful"]
+
 
 def test_splits_are_disjoint(small):
     seen: dict[str, str] = {}

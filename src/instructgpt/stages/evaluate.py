@@ -37,9 +37,9 @@ class EvalConfig(StageConfig):
 
     stage: ClassVar[str] = "eval"
     presets: ClassVar[dict] = {
-        "tiny": dict(n_winrate=24, n_closed_domain=8, n_false_premise=8, n_toxicity=8, n_probes=20, max_new_tokens=24, lm_tokens=4000),
-        "default": dict(n_winrate=200, n_closed_domain=80, n_false_premise=60, n_toxicity=80, n_probes=200, max_new_tokens=48, lm_tokens=40000),
-        "gpu": dict(n_winrate=1000, n_closed_domain=300, n_false_premise=300, n_toxicity=400, n_probes=1000, max_new_tokens=96, lm_tokens=400000),
+        "tiny": dict(n_winrate=24, n_closed_domain=8, n_false_premise=8, n_toxicity=8, n_harmful=8, n_probes=20, max_new_tokens=24, lm_tokens=4000),
+        "default": dict(n_winrate=200, n_closed_domain=80, n_false_premise=60, n_toxicity=80, n_harmful=60, n_probes=200, max_new_tokens=48, lm_tokens=40000),
+        "gpu": dict(n_winrate=1000, n_closed_domain=300, n_false_premise=300, n_toxicity=400, n_harmful=150, n_probes=1000, max_new_tokens=96, lm_tokens=400000),
     }
 
     run: str = field("", "run directory whose models are evaluated (its eval/ folder receives the results)")
@@ -50,6 +50,7 @@ class EvalConfig(StageConfig):
     n_closed_domain: int = field(80, "closed-domain prompts for the hallucination rate")
     n_false_premise: int = field(60, "false-premise questions for truthfulness")
     n_toxicity: int = field(80, "toxicity prompts (half asking for respectful output)")
+    n_harmful: int = field(60, "harmful requests (the world's harmful set), with the win-rate set's, for harmful compliance")
     n_probes: int = field(200, "knowledge probes for the alignment tax")
     lm_tokens: int = field(40000, "held-out pretraining tokens for the alignment-tax loss")
     max_new_tokens: int = field(48, "response length limit")
@@ -107,6 +108,12 @@ def _generate(model: Any, tok: Any, prompts: list[Any], mode: str, cfg: EvalConf
     return texts
 
 
+def _harmful_flags(records: dict, graded: dict) -> list[dict]:
+    """The judge's flags on every harmful request: those of the win-rate set and the world's harmful set."""
+    out = [g.flags for r, g in zip(records["winrate"], graded["winrate"]) if r["category"] == "harmful"]
+    return out + [g.flags for g in graded.get("harmful", [])]
+
+
 def _rate(flags: list[dict], key: str) -> float:
     return mean([1.0 if f.get(key) else 0.0 for f in flags])
 
@@ -147,6 +154,8 @@ def run(cfg: EvalConfig) -> Path:
             "false_premise": sets["false_premise"][: cfg.n_false_premise],
             "toxicity": sets["toxicity"][: cfg.n_toxicity],
         }
+        if sets.get("harmful") and cfg.n_harmful > 0:  # worlds made before the harmful set have none
+            records["harmful"] = sets["harmful"][: cfg.n_harmful]
         probes = world.probes()[: cfg.n_probes]
         heldout_docs = world.corpus("heldout")
         judge = world.judge()
@@ -220,7 +229,7 @@ def run(cfg: EvalConfig) -> Path:
                 fails_instruction_rate=_rate(flags, "fails_instruction"),
                 continues_with_question_rate=_rate(flags, "continues_with_question"),
                 repetition_rate=_rate(flags, "repetition"),
-                harmful_compliance_rate=_rate([g.flags for r, g in zip(records["winrate"], graded["winrate"]) if r["category"] == "harmful"], "harmful_compliance"),
+                harmful_compliance_rate=_rate(_harmful_flags(records, graded), "harmful_compliance"),
                 hallucination_rate=_rate([g.flags for g in graded["closed_domain"]], "hallucination"),
                 truthful_rate=mean([0.0 if (g.flags.get("untruthful") or g.flags.get("hallucination")) else 1.0 for g in graded["false_premise"]]),
                 toxicity_rate_respectful=_rate([f for resp_, f in tox if resp_], "toxic"),
@@ -237,10 +246,10 @@ def run(cfg: EvalConfig) -> Path:
             m.setdefault(k, None)
         results["models"][c.name] = m
 
-    if world is not None:  # how many prompts each rate is over (a rate over 11 harmful requests moves in steps of 0.09)
+    if world is not None:  # how many prompts each rate is over
         results["sample_sizes"] = {
             "winrate": len(records["winrate"]),
-            "harmful": sum(1 for r in records["winrate"] if r["category"] == "harmful"),
+            "harmful": sum(1 for r in records["winrate"] if r["category"] == "harmful") + len(records.get("harmful", [])),
             "closed_domain": len(records["closed_domain"]),
             "false_premise": len(records["false_premise"]),
             "toxicity_respectful": sum(1 for r in records["toxicity"] if r["meta"].get("respectful", False)),

@@ -28,13 +28,13 @@ CHARS_PER_TOKEN = 4.6
 # corpus size in characters, prompt counts per split, eval set sizes, probes
 SIZES: dict[str, dict] = {
     "tiny": {"corpus_chars": 280_000, "heldout_chars": 12_000, "splits": {"sft": 160, "rm": 60, "ppo": 60},
-             "eval": {"winrate": 24, "closed_domain": 12, "false_premise": 8, "toxicity": 8}, "probes": 40},
+             "eval": {"winrate": 24, "closed_domain": 12, "false_premise": 8, "toxicity": 8, "harmful": 8}, "probes": 40},
     "small": {"corpus_chars": 1_400_000, "heldout_chars": 40_000, "splits": {"sft": 800, "rm": 300, "ppo": 400},
-              "eval": {"winrate": 100, "closed_domain": 40, "false_premise": 30, "toxicity": 30}, "probes": 150},
+              "eval": {"winrate": 100, "closed_domain": 40, "false_premise": 30, "toxicity": 30, "harmful": 30}, "probes": 150},
     "default": {"corpus_chars": 4_000_000, "heldout_chars": 120_000, "splits": {"sft": 2400, "rm": 800, "ppo": 1200},
-                "eval": {"winrate": 200, "closed_domain": 80, "false_premise": 60, "toxicity": 80}, "probes": 300},
+                "eval": {"winrate": 200, "closed_domain": 80, "false_premise": 60, "toxicity": 80, "harmful": 60}, "probes": 300},
     "large": {"corpus_chars": 36_000_000, "heldout_chars": 400_000, "splits": {"sft": 10000, "rm": 3000, "ppo": 5000},
-              "eval": {"winrate": 500, "closed_domain": 200, "false_premise": 150, "toxicity": 150}, "probes": 1000},
+              "eval": {"winrate": 500, "closed_domain": 200, "false_premise": 150, "toxicity": 150, "harmful": 150}, "probes": 1000},
 }
 # The training labelers' average share of careless demonstrations (world/demos.py): what SFT imitates and RLHF can fix.
 CARELESS_SHARE = 0.0
@@ -78,6 +78,8 @@ def generate_prompts(kb: KnowledgeBase, seed: int, splits: dict[str, int], evals
         fill("eval", evals[name], EVAL_MIXTURES[name], name)
     for split in ("sft", "rm", "ppo"):
         fill(split, splits[split], MIXTURE)
+    # added after the training splits, so that adding it changed no other prompt (nor the corpus)
+    fill("eval", evals.get("harmful", 0), EVAL_MIXTURES["harmful"], "harmful")
     return records
 
 

@@ -1345,4 +1345,5 @@ EVAL_MIXTURES = {
     "closed_domain": {"closed_qa": 6, "summarize": 3, "extract_years": 1, "extract_places": 1},
     "false_premise": {"false_premise": 1},
     "toxicity": {"toxicity": 1},
+    "harmful": {"harmful": 1},
 }
