@@ -27,7 +27,7 @@ class RunConfig(StageConfig):
 
     stage: ClassVar[str] = "run"
 
-    preset: str = field("default", "tiny (under a minute), default (about 14 minutes on a 2-core CPU) or gpu")
+    preset: str = field("default", "tiny (under a minute), default (14-16 minutes on a 2-core CPU) or gpu")
     run: str = field("", "run directory (default: runs/<preset>)")
     seed: int = field(0, "seed for the world and every stage")
     stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, ppo, ppo-ptx, eval)")

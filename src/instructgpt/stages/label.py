@@ -40,7 +40,7 @@ class LabelConfig(StageConfig):
     stage: ClassVar[str] = "label"
     presets: ClassVar[dict] = {
         "tiny": dict(n_prompts=44, heldout_prompts=16, k=4, max_new_tokens=24, chunk_prompts=16),
-        "default": dict(n_prompts=430, heldout_prompts=128, k=6, max_new_tokens=48, chunk_prompts=64),
+        "default": dict(n_prompts=320, heldout_prompts=128, k=6, max_new_tokens=48, chunk_prompts=64),
         "gpu": dict(n_prompts=2700, heldout_prompts=300, k=6, max_new_tokens=96, chunk_prompts=256, batch_size=256),
     }
 
