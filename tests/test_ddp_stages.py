@@ -253,3 +253,46 @@ def test_ppo_ddp_two_processes(tiny_model_dir, ppo_rm_dir, ppo_prompts, toy_corp
     ids = torch.tensor([prompt_ids[0]])
     with torch.no_grad():
         assert torch.isfinite(policy(input_ids=ids).logits).all()
+
+
+TOKEN_WEIGHT_SCRIPT = r'''
+import json, sys
+import torch
+import torch.distributed as dist
+from instructgpt.stages.ppo import _minibatch_tokens
+from instructgpt.train import init_distributed
+
+d = init_distributed("cpu")
+torch.manual_seed(0)
+lin = torch.nn.Linear(3, 1, bias=False)
+model = torch.nn.parallel.DistributedDataParallel(lin)
+# rank 0 has 2 real tokens, rank 1 has 5: a per-rank mean would weigh rank 0's tokens 2.5x more
+x = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(1))[d.rank]
+mask = torch.zeros(7)
+mask[: 2 if d.rank == 0 else 5] = 1.0
+n = _minibatch_tokens(mask, d)
+loss = (model(x).squeeze(-1) * mask).sum() / n
+loss.backward()
+if d.rank == 0:
+    json.dump({"grad": lin.weight.grad.tolist(), "n": float(n)}, open(sys.argv[1], "w"))
+dist.destroy_process_group()
+'''
+
+
+def test_ppo_losses_weigh_every_token_equally_across_ranks(tmp_path):
+    """Each rank divides its token sum by (all tokens / world size): DDP's average is then the mean over all tokens."""
+    script = tmp_path / "tokens.py"
+    script.write_text(TOKEN_WEIGHT_SCRIPT)
+    run_torchrun(script, 29563, str(tmp_path / "out.json"))
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert got["n"] == 3.5
+    import torch
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 1, bias=False)
+    xs = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(1))
+    masks = torch.zeros(2, 7)
+    masks[0, :2] = 1.0
+    masks[1, :5] = 1.0
+    ((lin(xs).squeeze(-1) * masks).sum() / masks.sum()).backward()  # one process, the global token mean
+    assert torch.allclose(torch.tensor(got["grad"]), lin.weight.grad, atol=1e-6)

@@ -714,7 +714,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 perm = torch.randperm(B, generator=gen).to(dev)
                 for mb_start in range(0, B, cfg.minibatch_size):
                     mb_rows = perm[mb_start : mb_start + cfg.minibatch_size]
-                    n_tok = ep.mask[mb_rows].sum().clamp(min=1)  # losses are means over the whole minibatch's tokens
+                    n_tok = _minibatch_tokens(ep.mask[mb_rows], d)  # losses are means over the minibatch's tokens on every rank
                     mb: dict[str, float] = {}
                     for k in range(cfg.grad_accum):
                         rows = mb_rows[k * micro : (k + 1) * micro]
@@ -821,6 +821,19 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------- small helpers
 def _seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 4099 + rank * 7919 + 17) % (2**62)
+
+
+def _minibatch_tokens(mask: Any, d: Any) -> Any:
+    """The divisor that makes each rank's summed token loss, once DDP averages the gradients over ranks, the mean over the
+    real tokens of the minibatch on every rank: total tokens / world size (so every token weighs the same, however the
+    response lengths fall across ranks)."""
+    n = mask.sum().double()
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(n)
+        n = n / d.world_size
+    return n.clamp(min=1.0).to(mask.dtype)
 
 
 def _global_stats(x: Any, mask: Any, d: Any) -> tuple[Any, Any]:
