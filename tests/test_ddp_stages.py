@@ -259,7 +259,7 @@ TOKEN_WEIGHT_SCRIPT = r'''
 import json, sys
 import torch
 import torch.distributed as dist
-from instructgpt.stages.ppo import _minibatch_tokens
+from instructgpt.stages.ppo import _global_explained_variance, _global_stats, _minibatch_tokens
 from instructgpt.train import init_distributed
 
 d = init_distributed("cpu")
@@ -273,14 +273,19 @@ mask[: 2 if d.rank == 0 else 5] = 1.0
 n = _minibatch_tokens(mask, d)
 loss = (model(x).squeeze(-1) * mask).sum() / n
 loss.backward()
+vals = torch.randn(2, 7, generator=torch.Generator().manual_seed(2))
+rets = torch.randn(2, 7, generator=torch.Generator().manual_seed(3))
+ev = _global_explained_variance(vals[d.rank : d.rank + 1], rets[d.rank : d.rank + 1], mask[None], d)
+vmean = float(_global_stats(vals[d.rank : d.rank + 1], mask[None], d)[0])
 if d.rank == 0:
-    json.dump({"grad": lin.weight.grad.tolist(), "n": float(n)}, open(sys.argv[1], "w"))
+    json.dump({"grad": lin.weight.grad.tolist(), "n": float(n), "ev": ev, "value_mean": vmean}, open(sys.argv[1], "w"))
 dist.destroy_process_group()
 '''
 
 
-def test_ppo_losses_weigh_every_token_equally_across_ranks(tmp_path):
-    """Each rank divides its token sum by (all tokens / world size): DDP's average is then the mean over all tokens."""
+def test_ppo_losses_and_statistics_cover_every_rank(tmp_path):
+    """Each rank divides its token sum by (all tokens / world size): DDP's average is then the mean over all tokens; the
+    logged explained variance and value mean are over every rank's tokens too."""
     script = tmp_path / "tokens.py"
     script.write_text(TOKEN_WEIGHT_SCRIPT)
     run_torchrun(script, 29563, str(tmp_path / "out.json"))
@@ -296,3 +301,9 @@ def test_ppo_losses_weigh_every_token_equally_across_ranks(tmp_path):
     masks[1, :5] = 1.0
     ((lin(xs).squeeze(-1) * masks).sum() / masks.sum()).backward()  # one process, the global token mean
     assert torch.allclose(torch.tensor(got["grad"]), lin.weight.grad, atol=1e-6)
+    from instructgpt import rl
+
+    vals = torch.randn(2, 7, generator=torch.Generator().manual_seed(2))
+    rets = torch.randn(2, 7, generator=torch.Generator().manual_seed(3))
+    assert abs(got["ev"] - rl.explained_variance(vals, rets, masks)) < 1e-5
+    assert abs(got["value_mean"] - float(rl.masked_mean(vals, masks))) < 1e-5

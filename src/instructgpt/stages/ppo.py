@@ -770,8 +770,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 "beta": beta_used,
                 "response_len": all_reduce_mean(float(ep.mask.sum(-1).mean()), d),
                 "finished_frac": all_reduce_mean(float(ep.finished.float().mean()), d),
-                "explained_variance": rl.explained_variance(old_values, returns, ep.mask),
-                "value_mean": float(rl.masked_mean(old_values, ep.mask)),
+                "explained_variance": _global_explained_variance(old_values, returns, ep.mask, d),
+                "value_mean": float(_global_stats(old_values, ep.mask, d)[0]),
                 "lr": lr, "value_lr": value_lr, "episodes": episodes_done,
                 "time_sample": t_sampled - t_start, "time_score": t_scored - t_sampled, "time_train": t_trained - t_scored,
             }
@@ -821,6 +821,14 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------- small helpers
 def _seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 4099 + rank * 7919 + 17) % (2**62)
+
+
+def _global_explained_variance(values: Any, returns: Any, mask: Any, d: Any) -> float:
+    """``rl.explained_variance`` over the real tokens of every rank."""
+    var_r = float(_global_stats(returns, mask, d)[1])
+    if var_r == 0.0:
+        return float("nan")
+    return 1.0 - float(_global_stats(returns - values, mask, d)[1]) / var_r
 
 
 def _minibatch_tokens(mask: Any, d: Any) -> Any:
