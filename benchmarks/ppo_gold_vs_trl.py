@@ -283,7 +283,7 @@ def main() -> None:
     ap.add_argument("--max-eval-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads for every phase (0 = torch's default); "
                     "1 on a machine shared with other jobs")
-    ap.add_argument("--reuse", action="store_true", help="skip training where a trained policy is already in --work")
+    ap.add_argument("--reuse", action="store_true", help="skip training where --work already has a policy trained with the same settings")
     ap.add_argument("--json", default="", help="also write the results here (default: <work>/results.json)")
     a = ap.parse_args()
 
@@ -311,11 +311,15 @@ def main() -> None:
             out = work / f"{name}-seed{seed}"
             meta = work / f"{name}-seed{seed}.json"
             if a.reuse and meta.is_file() and (out / "model.safetensors").is_file():
-                runs[f"{name}-seed{seed}"] = json.loads(meta.read_text())
-                continue
+                old = json.loads(meta.read_text())
+                if old.get("settings") == s:
+                    runs[f"{name}-seed{seed}"] = old
+                    continue
+                print(f"{meta}: trained with other settings (or before they were recorded); training again", flush=True)
             print(f"training {name} (seed {seed}) ...", flush=True)
             res = run_ours(paths, out, s, seed) if name == "ours" else run_trl(paths, out, s, seed, prompt_ids, a.trl_path, a.threads, work)
             res["load_avg_1min_after"] = os.getloadavg()[0]
+            res["settings"] = s
             meta.write_text(json.dumps(res, indent=1))
             runs[f"{name}-seed{seed}"] = res
             print(f"  {name}: {res['train_loop_s']:.0f} s training loop, {res['wall_s']:.0f} s wall, "

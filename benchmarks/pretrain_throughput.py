@@ -36,7 +36,6 @@ def main() -> None:
 
     from instructgpt.models import autocast_dtype, build_llama, resolve_device
     from instructgpt.stages.pretrain import PretrainConfig, lm_loss
-    from instructgpt.tokenizer import train_bpe
     from instructgpt.train import build_optimizer
 
     ap = argparse.ArgumentParser()
