@@ -13,30 +13,12 @@ import argparse
 import time
 
 
-def matmul_peak(device, dtype, n: int = 2048, seconds: float = 3.0) -> float:
-    import torch
-
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
-
-
 def main() -> None:
     import torch
 
     from instructgpt.models import autocast_dtype, build_llama, resolve_device
     from instructgpt.stages.pretrain import PretrainConfig, lm_loss
-    from instructgpt.train import build_optimizer
+    from instructgpt.train import build_optimizer, matmul_peak
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="default")

@@ -54,6 +54,10 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
         assert stage in results["timings_s"] or stage == "eval"
     page = (tiny_run / "eval" / "report.html").read_text()
     assert "Prompts behind each rate" in page
+    # the machine's speed at the start of the run, beside the stage times
+    host = results["host"]
+    assert host and host[0]["device"] == "cpu" and host[0]["matmul_gflops"] > 0 and host[0]["threads"] >= 1
+    assert "GFLOP/s" in page
     assert "Win rate against SFT" in page and "data:image/png;base64," in page and "http://" not in page.replace("http://www.w3.org", "")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,32 @@ def _fmt_time(s: float) -> str:
     return f"{int(s // 60)}m{int(s % 60):02d}s" if s >= 60 else f"{s:.1f}s"
 
 
+def record_host(run_dir: Path, device: str = "auto") -> dict:
+    """Measure this machine's matmul speed now (about a second) and append it to ``<run>/host.json``.
+
+    Stage timings are only comparable with the speed they were measured at; the evaluation copies the list into
+    results.json (``host``)."""
+    import platform
+
+    import torch
+
+    from .models import resolve_device
+    from .train import matmul_peak
+
+    dev = resolve_device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    entry = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": dev.type, "dtype": str(dtype).replace("torch.", ""),
+             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+             "matmul_gflops": round(matmul_peak(dev, dtype, n=1024, seconds=1.0) / 1e9, 1)}
+    path = run_dir / "host.json"
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else []
+    except ValueError:
+        old = []
+    path.write_text(json.dumps((old if isinstance(old, list) else []) + [entry], indent=1))
+    return entry
+
+
 def run(cfg: RunConfig) -> Path:
     if cfg.stop_after and cfg.stop_after not in [s[0] for s in STAGES]:
         raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
@@ -107,9 +134,11 @@ def run(cfg: RunConfig) -> Path:
         configs.append((name, mod, stage_config(name, getattr(mod, cls_name), cfg, run_dir)))
         if name == cfg.stop_after:
             break
+    host = record_host(run_dir, cfg.device)
     total0 = time.time()
     eval_ran = False
-    print(f"igpt run: preset {cfg.preset}, run directory {run_dir}", file=sys.stderr)
+    print(f"igpt run: preset {cfg.preset}, run directory {run_dir}; {host['device']} {host['dtype']} matmul "
+          f"{host['matmul_gflops']:.0f} GFLOP/s with {host['threads']} threads", file=sys.stderr)
     for name, mod, sub in configs:
         folder = run_dir / name
         if is_complete(folder) or (name == "world" and (folder / "world.json").is_file()):

@@ -95,6 +95,30 @@ def cleanup_distributed(d: Dist) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- optimisation
+def matmul_peak(device: Any, dtype: Any = None, n: int = 2048, seconds: float = 3.0) -> float:
+    """FLOP/s of square ``n`` x ``n`` matmuls on ``device`` (fp32 unless ``dtype``): the machine's compute roofline now.
+
+    Used by the throughput benchmarks (MFU) and recorded by ``igpt run``, since wall-clock targets mean little without
+    the speed of the machine they were measured on (a shared host's speed can vary by tens of percent within an hour).
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
 def build_optimizer(model: Any, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), eps: float = 1e-8) -> Any:
     """AdamW with weight decay on matrices only (not on norms, biases or 1-d parameters)."""
     import torch

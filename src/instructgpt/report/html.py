@@ -165,6 +165,12 @@ def render(results: dict) -> str:
     t = results.get("timings_s") or {}
     if t:
         parts.append("<h2>Time per stage</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{v:.0f} s</td></tr>" for k, v in t.items() if isinstance(v, (int, float))) + "</table>")
+        hosts = [h for h in results.get("host") or [] if isinstance(h, dict) and "matmul_gflops" in h]
+        if hosts:
+            parts.append("<p class='note'>Measured by <code>igpt run</code> at the start of each invocation: "
+                         + "; ".join(f"{e(str(h.get('started_at', '')))}: {e(str(h.get('device')))} {e(str(h.get('dtype')))} matmul "
+                                     f"{h['matmul_gflops']:.0f} GFLOP/s, {e(str(h.get('threads')))} threads" for h in hosts)
+                         + ". Stage times scale with it.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -259,6 +259,7 @@ def run(cfg: EvalConfig) -> Path:
     results["timings_s"] = _timings(run_dir)
     results["timings_s"]["eval"] = round(time.time() - t_start, 1)
     results["config"] = _run_config(run_dir, cfg)
+    results["host"] = _host(run_dir)
     results["samples"] = _side_by_side(records, responses, [c.name for c in cands], world)
     results["training_curves"] = _curves(run_dir)
     (work / "results.json").write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False), encoding="utf-8")
@@ -346,6 +347,14 @@ def _curves(run: Path | None) -> dict:
             keys = ("reward", "rm_score", "kl", "gold_score", "ptx_loss")
             curves[name] = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
     return curves
+
+
+def _host(run: Path | None) -> list:
+    """The machine speed ``igpt run`` measured at each of its invocations on this run (``host.json``)."""
+    try:
+        return json.loads((run / "host.json").read_text()) if run is not None and (run / "host.json").is_file() else []
+    except ValueError:
+        return []
 
 
 def _timings(run: Path | None) -> dict:
