@@ -268,7 +268,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/igpt_gold_bench", help="work folder: copies of the inputs, both trained policies, logs")
     ap.add_argument("--trl-path", default="/tmp/trlpkgs", help="folder with trl==1.12.0 and its dependencies (pip install --target)")
     ap.add_argument("--seeds", default="0", help="training seeds, comma-separated (each trains both trainers once)")
-    ap.add_argument("--steps", type=int, default=None, help="PPO steps (default: the preset's 20)")
+    ap.add_argument("--steps", type=int, default=None, help="PPO steps (default: the preset's)")
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="episodes per step (default 32)")
     ap.add_argument("--minibatch-size", dest="minibatch_size", type=int, default=None, help="episodes per update (default 8)")
     ap.add_argument("--ppo-epochs", dest="ppo_epochs", type=int, default=None, help="default 2")

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from .config import StageConfig, build_config, field
 from .errors import UserError
-from .rundir import COMPLETE_MARKER, is_complete, partial_path
+from .rundir import COMPLETE_MARKER, is_complete, partial_path, read_host
 
 
 @dataclasses.dataclass
@@ -104,12 +104,7 @@ def record_host(run_dir: Path, device: str = "auto") -> dict:
     entry = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": dev.type, "dtype": str(dtype).replace("torch.", ""),
              "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
              "matmul_gflops": round(matmul_peak(dev, dtype, n=1024, seconds=1.0) / 1e9, 1)}
-    path = run_dir / "host.json"
-    try:
-        old = json.loads(path.read_text()) if path.is_file() else []
-    except ValueError:
-        old = []
-    path.write_text(json.dumps((old if isinstance(old, list) else []) + [entry], indent=1))
+    (run_dir / "host.json").write_text(json.dumps(read_host(run_dir) + [entry], indent=1))
     return entry
 
 

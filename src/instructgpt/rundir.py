@@ -33,6 +33,18 @@ def has_checkpoint(folder: str | Path) -> bool:
     return (Path(folder) / "checkpoint" / "state.json").is_file()
 
 
+def read_host(run_dir: str | Path | None) -> list:
+    """The machine speeds ``igpt run`` recorded in ``<run>/host.json`` (one entry per invocation; [] if none or unreadable)."""
+    path = Path(run_dir) / "host.json" if run_dir is not None else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except ValueError:
+        return []
+    return rows if isinstance(rows, list) else []
+
+
 def check_output(out: str | Path, overwrite: bool, resume: bool) -> None:
     """Refuse a complete output (unless ``overwrite``) and an interrupted one (unless ``resume`` or ``overwrite``)."""
     out = Path(out)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from ..config import StageConfig, check_positive, field, save_config
 from ..errors import UserError
 from ..evaluation import heldout_lm_loss, mean, probe_accuracy, win_rate
-from ..rundir import begin_output, finish_output, is_complete
+from ..rundir import begin_output, finish_output, is_complete, read_host
 
 RESULTS_SCHEMA_VERSION = 1
 MODEL_FOLDERS = {"pretrained": "pretrain", "sft": "sft", "ppo": "ppo", "ppo_ptx": "ppo-ptx"}
@@ -108,10 +108,10 @@ def _generate(model: Any, tok: Any, prompts: list[Any], mode: str, cfg: EvalConf
     return texts
 
 
-def _harmful_flags(records: dict, graded: dict) -> list[dict]:
-    """The judge's flags on every harmful request: those of the win-rate set and the world's harmful set."""
-    out = [g.flags for r, g in zip(records["winrate"], graded["winrate"]) if r["category"] == "harmful"]
-    return out + [g.flags for g in graded.get("harmful", [])]
+def _harmful_items(records: dict) -> list[tuple[str, int]]:
+    """(set, index) of every harmful request evaluated: those of the win-rate set and the world's harmful set."""
+    return ([("winrate", i) for i, r in enumerate(records["winrate"]) if r["category"] == "harmful"]
+            + [("harmful", i) for i in range(len(records.get("harmful", [])))])
 
 
 def _rate(flags: list[dict], key: str) -> float:
@@ -229,7 +229,7 @@ def run(cfg: EvalConfig) -> Path:
                 fails_instruction_rate=_rate(flags, "fails_instruction"),
                 continues_with_question_rate=_rate(flags, "continues_with_question"),
                 repetition_rate=_rate(flags, "repetition"),
-                harmful_compliance_rate=_rate(_harmful_flags(records, graded), "harmful_compliance"),
+                harmful_compliance_rate=_rate([graded[s][i].flags for s, i in _harmful_items(records)], "harmful_compliance"),
                 hallucination_rate=_rate([g.flags for g in graded["closed_domain"]], "hallucination"),
                 truthful_rate=mean([0.0 if (g.flags.get("untruthful") or g.flags.get("hallucination")) else 1.0 for g in graded["false_premise"]]),
                 toxicity_rate_respectful=_rate([f for resp_, f in tox if resp_], "toxic"),
@@ -249,7 +249,7 @@ def run(cfg: EvalConfig) -> Path:
     if world is not None:  # how many prompts each rate is over
         results["sample_sizes"] = {
             "winrate": len(records["winrate"]),
-            "harmful": sum(1 for r in records["winrate"] if r["category"] == "harmful") + len(records.get("harmful", [])),
+            "harmful": len(_harmful_items(records)),
             "closed_domain": len(records["closed_domain"]),
             "false_premise": len(records["false_premise"]),
             "toxicity_respectful": sum(1 for r in records["toxicity"] if r["meta"].get("respectful", False)),
@@ -259,7 +259,7 @@ def run(cfg: EvalConfig) -> Path:
     results["timings_s"] = _timings(run_dir)
     results["timings_s"]["eval"] = round(time.time() - t_start, 1)
     results["config"] = _run_config(run_dir, cfg)
-    results["host"] = _host(run_dir)
+    results["host"] = read_host(run_dir)
     results["samples"] = _side_by_side(records, responses, [c.name for c in cands], world)
     results["training_curves"] = _curves(run_dir)
     (work / "results.json").write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False), encoding="utf-8")
@@ -347,14 +347,6 @@ def _curves(run: Path | None) -> dict:
             keys = ("reward", "rm_score", "kl", "gold_score", "ptx_loss")
             curves[name] = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
     return curves
-
-
-def _host(run: Path | None) -> list:
-    """The machine speed ``igpt run`` measured at each of its invocations on this run (``host.json``)."""
-    try:
-        return json.loads((run / "host.json").read_text()) if run is not None and (run / "host.json").is_file() else []
-    except ValueError:
-        return []
 
 
 def _timings(run: Path | None) -> dict:

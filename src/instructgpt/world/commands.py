@@ -26,8 +26,6 @@ def world_command(out: str, seed: int = 0, size: str = "default", overwrite: boo
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a folder")
     t0 = time.time()
-    if careless_share is not None and not 0.0 <= careless_share <= 1.0:
-        raise UserError(f"--careless-share: must be between 0 and 1, got {careless_share}")
     world = World.generate(seed=seed, size=size, corpus_tokens=corpus_tokens, careless_share=careless_share)
     partial = Path(str(dest) + ".partial")
     if partial.exists():

@@ -119,7 +119,7 @@ class World:
             raise UserError(f"corpus_tokens must be positive, got {corpus_tokens}")
         careless = CARELESS_SHARE if careless_share is None else float(careless_share)
         if not 0.0 <= careless <= 1.0:
-            raise UserError(f"careless_share must be between 0 and 1, got {careless_share}")
+            raise UserError(f"careless_share (igpt world --careless-share) must be between 0 and 1, got {careless_share}")
         entities = generate_kb(random.Random(f"igpt-world:{seed}:kb"), size)
         kb = KnowledgeBase(entities)
         prompts = generate_prompts(kb, seed, cfg["splits"], cfg["eval"])
@@ -132,16 +132,15 @@ class World:
         writers = [x["name"] for x in labelers if x["group"] == "train"]
         demos, authorship, rates = write_demonstrations(kb, seed, prompts, ideal, writers, careless)
         few = []
-        sft = [p for p in prompts if p["split"] == "sft"]
+        sft = [p for p in prompts if p["split"] == "sft" and not authorship.get(p["id"], {}).get("flaws")]  # careful ones only
         for fam in FEW_SHOT_FAMILIES:
-            cand = [p for p in sft if p["family"] == fam and not p["meta"].get("constraints")
-                    and not authorship.get(p["id"], {}).get("flaws")]
+            cand = [p for p in sft if p["family"] == fam and not p["meta"].get("constraints")]
             if cand:
                 few.append(cand[0]["id"])
         for p in sft:
             if len(few) >= 3:
                 break
-            if p["id"] not in few and not authorship.get(p["id"], {}).get("flaws"):
+            if p["id"] not in few:
                 few.append(p["id"])
         meta = {"schema_version": SCHEMA_VERSION, "generator": "instructgpt.world", "generator_version": GENERATOR_VERSION,
                 "seed": seed, "size": size, "corpus_tokens_target": int(corpus_chars / CHARS_PER_TOKEN), "few_shot_ids": few,

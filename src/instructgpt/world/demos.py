@@ -27,7 +27,7 @@ import random
 from . import text as T
 from . import vocab
 from .kb import KnowledgeBase
-from .perturb import PERTURBATIONS, _Ctx
+from .perturb import CURT_REMARKS, PERTURBATIONS, _Ctx
 
 GENERIC_FLAWS = ["sloppy", "filler", "break_constraint", "curt"]
 FLAW_KINDS = GENERIC_FLAWS + ["comply", "accept_premise", "toxic_completion"]
@@ -37,7 +37,7 @@ TRAINING_SPLITS = ("sft", "rm", "ppo")
 def _curt(c: _Ctx, t: str) -> str | None:
     if c.rng.random() < 0.4:
         return "Obviously, " + T.lower_first(t)
-    return t + " " + c.rng.choice(["Look it up next time.", "Everyone knows that.", "Did you even try?"])
+    return t + " " + c.rng.choice(CURT_REMARKS)
 
 
 COMMON_STARTS = {"The", "I", "It", "There", "Here", "Yes", "No", "Please", "You", "Join", "A", "An", "This", "Sure",

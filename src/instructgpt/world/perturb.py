@@ -114,12 +114,15 @@ def ramble(c: _Ctx, t: str) -> str | None:
     return t + " " + " ".join(extra)
 
 
+CURT_REMARKS = ["Look it up next time.", "Everyone knows that.", "Did you even try?"]
+
+
 def rude(c: _Ctx, t: str) -> str | None:
     r = c.rng.random()
     if r < 0.35:
         return "Obviously, " + T.lower_first(t)
     if r < 0.7:
-        return t + " " + c.rng.choice(["Look it up next time.", "Everyone knows that.", "Did you even try?"])
+        return t + " " + c.rng.choice(CURT_REMARKS)
     return t + " " + c.rng.choice(["Only an idiot would ask that.", "What a stupid question.", "Stop being so lazy."])
 
 
