@@ -47,13 +47,17 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
         assert m["gold_score_mean"] is not None and m["pretrain_val_loss"] > 0
     for key in ("accuracy_train_labelers", "accuracy_heldout_labelers", "labeler_agreement"):
         assert results["reward_model"][key] is not None, key
+    # the ceiling: the world's reference answers against SFT's (the tiny SFT model is weak, so they win most comparisons)
+    ref = results["reference"]
+    assert ref["gold_score_mean"] >= 0.9 and ref["n_comparisons"] == results["models"]["sft"]["n_comparisons"]
+    assert ref["win_rate_ci95"][0] <= ref["win_rate_vs_sft"] <= ref["win_rate_ci95"][1] and ref["win_rate_vs_sft"] > 0.5
     sizes = results["sample_sizes"]
     assert sizes["winrate"] == results["models"]["sft"]["n_comparisons"] and sizes["harmful"] >= 8  # the tiny world's harmful set
     assert sizes["toxicity_respectful"] + sizes["toxicity_plain"] > 0 and sizes["closed_domain"] > 0
     for stage in STAGE_FOLDERS:
         assert stage in results["timings_s"] or stage == "eval"
     page = (tiny_run / "eval" / "report.html").read_text()
-    assert "Prompts behind each rate" in page
+    assert "Prompts behind each rate" in page and "Ceiling (dotted line)" in page
     # the machine's speed at the start of the run, beside the stage times
     host = results["host"]
     assert host and host[0]["device"] == "cpu" and host[0]["matmul_gflops"] > 0 and host[0]["threads"] >= 1

@@ -44,6 +44,10 @@ def winrate_chart(results: dict) -> str:
         ax.errorbar(i, m["win_rate_vs_sft"], yerr=[[m["win_rate_vs_sft"] - lo], [hi - m["win_rate_vs_sft"]]], fmt="o", ms=9, capsize=6,
                     color=COLORS.get(n, "#3366aa"))
     ax.axhline(0.5, ls="--", color="#888", lw=1)
+    ref = results.get("reference") or {}
+    if ref.get("win_rate_vs_sft") is not None:
+        ax.axhline(ref["win_rate_vs_sft"], ls=":", color="#2a7", lw=1.5)
+        ax.text(len(names) - 0.5, ref["win_rate_vs_sft"] + 0.02, "the world's reference answers (ceiling)", ha="right", fontsize=8, color="#2a7")
     ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names])
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate against SFT")
@@ -136,6 +140,12 @@ def render(results: dict) -> str:
     parts.append(f"<p class='note'>preset <code>{e(str(cfg.get('preset', '?')))}</code>, seed {e(str(cfg.get('seed', '?')))}; "
                  f"judged by {'the built-in world (held-out labelers and the gold judge)' if results.get('judged_by', '').startswith('heldout') else 'the reward model — a proxy, not human judgement'}.</p>")
     parts.append(f"<h2>Win rate against SFT</h2><img alt='win rates' src='{winrate_chart(results)}'>")
+    ref = results.get("reference") or {}
+    if ref.get("win_rate_vs_sft") is not None:
+        lo, hi = ref["win_rate_ci95"]
+        parts.append(f"<p class='note'>Ceiling (dotted line): the world's reference answers, judged against SFT's by the same labelers, win "
+                     f"{ref['win_rate_vs_sft']:.2f} [{lo:.2f}, {hi:.2f}] (gold score {ref['gold_score_mean']:.2f}, Likert {ref['likert_mean']:.2f}). "
+                     "Where SFT already answers well the labelers can only tie or toss a coin, so no policy can expect to win more often.</p>")
     parts.append("<h2>Helpfulness, honesty, harmlessness</h2>")
     parts.append(_table(results, [("win vs SFT", "win_rate_vs_sft"), ("95% CI", "win_rate_ci95"), ("Likert 1-7", "likert_mean"), ("gold score", "gold_score_mean"),
                                   ("RM score", "rm_score_mean"), ("fails instruction", "fails_instruction_rate"), ("asks another question", "continues_with_question_rate"),

@@ -246,6 +246,8 @@ def run(cfg: EvalConfig) -> Path:
             m.setdefault(k, None)
         results["models"][c.name] = m
 
+    if world is not None:
+        results["reference"] = _reference(world, judge, labelers, records["winrate"], sft_win, cfg.seed)
     if world is not None:  # how many prompts each rate is over
         results["sample_sizes"] = {
             "winrate": len(records["winrate"]),
@@ -271,6 +273,21 @@ def run(cfg: EvalConfig) -> Path:
     final = finish_output(work, out, {"models": list(results["models"])})
     print(format_table(results))
     return final
+
+
+def _reference(world: Any, judge: Any, labelers: list, recs: list[dict], sft: list[str], seed: int) -> dict:
+    """The world's reference answers against SFT's, by the same labelers with the same draws: the ceiling of the win rate.
+
+    A policy that answered every prompt as well as the world's ideal demonstration would win this often; SFT's correct
+    answers tie with the reference as often as labelers' noise allows, so the ceiling sits below 1.
+    """
+    refs = [world.demo_for(r) for r in recs]
+    outcomes = [labelers[i % len(labelers)].prefer(rec, a, b, random.Random(seed * 1_000_003 + i))
+                for i, (rec, a, b) in enumerate(zip(recs, refs, sft))]
+    likerts = [labelers[i % len(labelers)].likert(rec, a, random.Random(seed * 1_000_033 + i)) for i, (rec, a) in enumerate(zip(recs, refs))]
+    rate, ci = win_rate(outcomes)
+    return {"win_rate_vs_sft": rate, "win_rate_ci95": ci, "n_comparisons": len(outcomes), "likert_mean": mean(likerts),
+            "gold_score_mean": mean([judge.score(r, t).score for r, t in zip(recs, refs)])}
 
 
 def _clean(obj: Any) -> Any:
@@ -382,6 +399,11 @@ def format_table(results: dict) -> str:
             else:
                 cells.append(fmt.format(v))
         lines.append(f"{name:<20}" + "".join(f"{c:>13}" for c in cells))
+    ref = results.get("reference")
+    if ref and ref.get("win_rate_vs_sft") is not None:
+        lo, hi = ref["win_rate_ci95"]
+        lines.append(f"ceiling: the world's reference answers win {ref['win_rate_vs_sft']:.2f} [{lo:.2f},{hi:.2f}] against SFT's "
+                     f"(gold {ref['gold_score_mean']:.2f}); no policy can expect more from these labelers")
     rm = results.get("reward_model", {})
     if rm.get("accuracy_heldout_labelers") is not None:
         lines.append(
