@@ -6,6 +6,9 @@ oracle (the pick with the highest gold score). A reward model that helps PPO rai
 tells SFT-like text from pretrained-like text leaves it flat or lowers it (over-optimisation in miniature). Also prints the
 held-out labelers' win rate of each pick against the first sample, which bounds what selection among n samples can buy.
 
+Also prints how often the reward model orders two samples of the same prompt like the gold judge does (pairs whose gold
+scores differ by at least 0.1): the signal PPO gets from it among the policy's own samples.
+
     python benchmarks/rm_best_of_n.py --run runs/default [--rm runs/default/rm] [--n 8] [--prompts 200]
 """
 
@@ -55,6 +58,11 @@ def main() -> None:
     labs, rng = world.labelers("heldout"), random.Random(0)
     P = range(len(recs))
     print(f"{len(recs)} prompts, {a.n} samples each at temperature {a.temperature}")
+    # the reward model's ordering of the policy's own samples: pairs of one prompt whose gold scores differ by >= 0.1
+    agree = [(gold[i][p] > gold[j][p]) == (rewards[i][p] > rewards[j][p])
+             for p in P for i in range(a.n) for j in range(i + 1, a.n) if abs(gold[i][p] - gold[j][p]) >= 0.1]
+    print(f"reward model orders {len(agree)} pairs of same-prompt samples (gold differs by >= 0.1) like the gold judge: "
+          f"{st.mean(agree) if agree else float('nan'):.3f} (chance 0.5)")
     print(f"{'n':>4} {'gold, RM pick':>14} {'gold, oracle':>13} {'win vs 1 (RM)':>14} {'win vs 1 (oracle)':>18}")
     ks = sorted({2 ** i for i in range(a.n.bit_length()) if 2 ** i <= a.n} | {a.n})
     for k in ks:

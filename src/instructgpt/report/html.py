@@ -47,7 +47,7 @@ def winrate_chart(results: dict) -> str:
     ref = results.get("reference") or {}
     if ref.get("win_rate_vs_sft") is not None:
         ax.axhline(ref["win_rate_vs_sft"], ls=":", color="#2a7", lw=1.5)
-        ax.text(len(names) - 0.5, ref["win_rate_vs_sft"] + 0.02, "the world's reference answers (ceiling)", ha="right", fontsize=8, color="#2a7")
+        ax.text(-0.4, ref["win_rate_vs_sft"] + 0.02, "the world's reference answers (ceiling)", ha="left", fontsize=8, color="#2a7")
     ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names])
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate against SFT")
@@ -123,7 +123,7 @@ def _table(results: dict, cols: list[tuple[str, str]]) -> str:
     for n in _ordered(models):
         cells = "".join(f"<td>{_fmt(models[n].get(k))}</td>" for _, k in cols)
         rows.append(f"<tr><th>{html.escape(LABELS.get(n, n))}</th>{cells}</tr>")
-    return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class='wide'><table><tr><th>model</th>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def render(results: dict) -> str:
@@ -131,7 +131,7 @@ def render(results: dict) -> str:
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>instructgpt report</title><style>",
         "body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
-        "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}",
+        "table{border-collapse:collapse;margin:1em 0;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}.wide{overflow-x:auto}",
         "th:first-child{text-align:left}.sbs td{text-align:left;vertical-align:top;white-space:pre-wrap;max-width:260px}",
         ".note{color:#555;font-size:13px}img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}</style></head><body>",
         "<h1>InstructGPT in miniature: what each step bought</h1>",
