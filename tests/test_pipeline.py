@@ -94,3 +94,41 @@ def test_pipeline_config_file_tables_reach_the_stages(tmp_path, capsys):
     cfg = config_from_args("run", RunConfig, ["--config", str(f)])
     with pytest.raises(Exception, match="unknown key 'max_stepz'"):
         stage_config("pretrain", PretrainConfig, cfg, tmp_path / "r")
+
+
+def _copy_until_rm(src, dst):
+    import shutil
+
+    assert main(["run", "--preset", "tiny", "--run", str(src), "--stop-after", "rm"]) == 0  # (done already in file order)
+
+    shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if d == str(src) and n in ("ppo", "ppo-ptx", "eval", "logs")])
+
+
+def test_ppo_and_ppo_ptx_side_by_side(tiny_run, tmp_path, capsys):
+    from instructgpt.stages.ppo import PPOConfig
+
+    run = tmp_path / "run"
+    _copy_until_rm(tiny_run, run)
+    assert main(["run", "--preset", "tiny", "--run", str(run), "--side-by-side", "on", "--stop-after", "ppo-ptx"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("side by side") == 2 and "already complete, skipped" not in err.split("> ppo ")[1]
+    timings = json.loads((run / "timings.json").read_text())
+    assert max(timings["ppo"], timings["ppo-ptx"]) <= timings["ppo+ppo-ptx"]
+    for name in ("ppo", "ppo-ptx"):
+        assert (run / name / "igpt_complete.json").is_file() and not (run / f"{name}.partial").exists()
+        assert (run / "logs" / f"{name}.log").is_file() and timings[name] > 0  # the stage's warnings and errors
+        steps = [json.loads(x)["step"] for x in (run / name / "metrics.jsonl").read_text().splitlines()]
+        assert steps[-1] == PPOConfig.presets["tiny"]["steps"]
+
+
+def test_side_by_side_failure_is_one_line_per_stage(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    _copy_until_rm(tiny_run, run)
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'preset = "tiny"\n[ppo]\nprompts = "{tmp_path / "missing.jsonl"}"\n')
+    assert main(["run", "--config", str(cfg), "--run", str(run), "--side-by-side", "on"]) == 2
+    err = capsys.readouterr().err
+    assert "✗ ppo " in err and "✗ ppo-ptx " in err and err.count("missing.jsonl") >= 2
+    assert not (run / "ppo").exists() and not (run / "ppo-ptx").exists() and not (run / "eval").exists()
+    assert main(["run", "--preset", "tiny", "--run", str(run), "--side-by-side", "maybe"]) == 2
+    assert "--side-by-side: expected auto, on or off, got 'maybe'" in capsys.readouterr().err

@@ -33,6 +33,9 @@ class RunConfig(StageConfig):
     seed: int = field(0, "seed for the world and every stage")
     stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, ppo, ppo-ptx, eval)")
     device: str = field("auto", "auto, cpu, cuda or cuda:N (for every training stage)")
+    side_by_side: str = field("auto", "train PPO and PPO-ptx at the same time, each with half the threads, logs in <run>/logs/: "
+                                      "on, off, or auto (on a CPU with 2+ threads, except for the tiny preset, whose RL stages "
+                                      "take less time than starting two processes)")
     stage_options: dict = field({}, "per-stage options: in a config file, one table per stage ([pretrain], [sft], ...)")
 
 
@@ -108,9 +111,80 @@ def record_host(run_dir: Path, device: str = "auto") -> dict:
     return entry
 
 
+def _stage_child(module: str, sub: Any, threads: int, log: str, error_file: str) -> None:
+    """One stage in a child process (``igpt run --side-by-side``): its own thread count, its output in ``log``."""
+    import contextlib
+    import traceback
+
+    import torch
+
+    torch.set_num_threads(threads)
+    with open(log, "w", encoding="utf-8", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        try:
+            importlib.import_module(module).run(sub)
+        except UserError as e:
+            Path(error_file).write_text(str(e), encoding="utf-8")
+            raise SystemExit(2) from None
+        except BaseException as e:
+            traceback.print_exc()
+            Path(error_file).write_text(f"{type(e).__name__}: {e} (traceback in {log})", encoding="utf-8")
+            raise SystemExit(1) from None
+
+
+def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dict, timings_path: Path) -> None:
+    """Run the stages of ``group`` at once, in child processes that split this process's threads."""
+    import multiprocessing as mp
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // len(group))
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    ctx = mp.get_context("spawn")
+    procs = {}
+    for name, mod, sub in group:
+        resumed = " (resuming)" if partial_path(run_dir / name).exists() else ""
+        print(f"  > {name:<12} running{resumed} side by side, {threads} thread{'s' * (threads > 1)}, log {logs / (name + '.log')}", file=sys.stderr)
+        err = logs / f"{name}.error"
+        err.unlink(missing_ok=True)
+        p = ctx.Process(target=_stage_child, args=(mod.__name__, dataclasses.replace(sub, progress=False), threads,
+                                                   str(logs / f"{name}.log"), str(err)), name=f"igpt-{name}")
+        p.start()
+        procs[name] = (p, time.time(), err)
+    failures, t_group = [], time.time()
+    try:
+        while procs:
+            for name in list(procs):
+                p, t0, err = procs[name]
+                p.join(timeout=0.2)
+                if p.exitcode is None:
+                    continue
+                del procs[name]
+                if p.exitcode == 0:
+                    timings[name] = round(time.time() - t0, 1)
+                    timings_path.write_text(json.dumps(timings, indent=1))
+                    print(f"  ✓ {name:<12} {_fmt_time(timings[name]):>8}   {_summary(run_dir / name)}", file=sys.stderr)
+                else:
+                    msg = err.read_text(encoding="utf-8") if err.is_file() else f"exit code {p.exitcode}; see {logs / (name + '.log')}"
+                    print(f"  ✗ {name:<12} failed: {msg}", file=sys.stderr)
+                    failures.append(f"{name}: {msg}")
+    except KeyboardInterrupt:  # the children got the same signal and keep their checkpoints
+        for p, _, _ in procs.values():
+            p.join(timeout=30)
+            if p.exitcode is None:
+                p.terminate()
+        raise
+    if failures:
+        raise UserError("; ".join(failures))
+    timings["+".join(name for name, _, _ in group)] = round(time.time() - t_group, 1)  # the group's wall time
+    timings_path.write_text(json.dumps(timings, indent=1))
+
+
 def run(cfg: RunConfig) -> Path:
     if cfg.stop_after and cfg.stop_after not in [s[0] for s in STAGES]:
         raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
+    if cfg.side_by_side not in ("auto", "on", "off"):
+        raise UserError(f"--side-by-side: expected auto, on or off, got '{cfg.side_by_side}'")
     run_dir = Path(cfg.run or f"runs/{cfg.preset}")
     run_dir.mkdir(parents=True, exist_ok=True)
     meta_path = run_dir / "run.json"
@@ -134,10 +208,17 @@ def run(cfg: RunConfig) -> Path:
     eval_ran = False
     print(f"igpt run: preset {cfg.preset}, run directory {run_dir}; {host['device']} {host['dtype']} matmul "
           f"{host['matmul_gflops']:.0f} GFLOP/s with {host['threads']} threads", file=sys.stderr)
+    pending_rl = [c for c in configs if c[0] in ("ppo", "ppo-ptx") and not is_complete(run_dir / c[0])]
+    side_by_side = len(pending_rl) == 2 and (cfg.side_by_side == "on" or (
+        cfg.side_by_side == "auto" and cfg.preset != "tiny" and host["device"] == "cpu" and host["threads"] >= 2))
     for name, mod, sub in configs:
         folder = run_dir / name
-        if is_complete(folder) or (name == "world" and (folder / "world.json").is_file()):
+        if side_by_side and name == "ppo-ptx":
+            pass  # ran beside PPO
+        elif is_complete(folder) or (name == "world" and (folder / "world.json").is_file()):
             print(f"  = {name:<12} already complete, skipped   {_summary(folder)}", file=sys.stderr)
+        elif side_by_side and name == "ppo":
+            _side_by_side(pending_rl, run_dir, timings, timings_path)
         else:
             resumed = " (resuming)" if partial_path(folder).exists() else ""
             print(f"  > {name:<12} running{resumed}...", file=sys.stderr)
