@@ -241,7 +241,8 @@ def gold_scores(path: Path, recs: list[dict], judge, stops: list[int], a: argpar
     """Gold score of every (prompt, sample) pair: scores[p][k], and the first sample's texts."""
     import torch
 
-    from instructgpt.sampling import SamplingParams, TorchSampler, decode_responses, encode_prompt, load_model
+    from instructgpt.evaluation import sample_and_judge
+    from instructgpt.sampling import SamplingParams, TorchSampler, encode_prompt, load_model
 
     model, tok = load_model(str(path), torch.device("cpu"))
     ids = [encode_prompt(tok, r["prompt"]) for r in recs]
@@ -249,11 +250,11 @@ def gold_scores(path: Path, recs: list[dict], judge, stops: list[int], a: argpar
     scores: list[list[float]] = [[] for _ in recs]
     first: list[str] = []
     for k in range(a.eval_samples):
-        texts = decode_responses(tok, sampler.generate(ids, SamplingParams(a.max_eval_tokens, a.eval_temperature, 0, a.eval_top_p,
-                                                                           a.eval_seed + k, stops)), stops)
+        params = SamplingParams(a.max_eval_tokens, a.eval_temperature, 0, a.eval_top_p, a.eval_seed + k, stops)
+        texts, got, _ = sample_and_judge(sampler, tok, ids, recs, judge, params)
         first = first or texts
-        for p, (r, t) in enumerate(zip(recs, texts)):
-            scores[p].append(float(judge.score(r, t).score))
+        for p, g in enumerate(got):
+            scores[p].append(g)
     return scores, first
 
 

@@ -35,7 +35,8 @@ def main() -> None:
     import torch
 
     from instructgpt.reward_model import load_reward_model
-    from instructgpt.sampling import SamplingParams, TorchSampler, decode_responses, encode_prompt, load_model
+    from instructgpt.evaluation import sample_and_judge
+    from instructgpt.sampling import SamplingParams, TorchSampler, encode_prompt, load_model
     from instructgpt.tokenizer import stop_token_ids
     from instructgpt.world import World
 
@@ -50,11 +51,11 @@ def main() -> None:
     stops = stop_token_ids(tok, model.generation_config)
     ids = [encode_prompt(tok, r["prompt"], chat=True) for r in recs]
     sampler = TorchSampler(model, tok.pad_token_id)
-    samples = [decode_responses(tok, sampler.generate(ids, SamplingParams(a.max_new_tokens, a.temperature, 0, 0.95, s, stops)), stops)
-               for s in range(a.n)]
+    judged = [sample_and_judge(sampler, tok, ids, recs, judge, SamplingParams(a.max_new_tokens, a.temperature, 0, 0.95, s, stops))
+              for s in range(a.n)]
+    samples, gold = [j[0] for j in judged], [j[1] for j in judged]
     rm = load_reward_model(a.rm or run / "rm", cpu)
     rewards = [rm.score_texts([r["prompt"] for r in recs], s) for s in samples]
-    gold = [[judge.score(r, t).score for r, t in zip(recs, s)] for s in samples]
     labs, rng = world.labelers("heldout"), random.Random(0)
     P = range(len(recs))
     print(f"{len(recs)} prompts, {a.n} samples each at temperature {a.temperature}")

@@ -1,7 +1,8 @@
 """Evaluation maths and measurements that do not depend on where the responses came from.
 
 - win rates with 95% confidence intervals (Wilson score interval, ties counted as half a win);
-- language-modelling loss on held-out text (the alignment tax) and multiple-choice probe accuracy by log-likelihood.
+- language-modelling loss on held-out text (the alignment tax) and multiple-choice probe accuracy by log-likelihood;
+- sampling a model's answers and scoring them with the built-in world's gold judge.
 """
 
 from __future__ import annotations
@@ -96,3 +97,15 @@ def probe_accuracy(model: Any, tok: Any, probes: Sequence[dict]) -> float:
         scores = choice_logprobs(model, tok, p["prefix"], p["choices"])
         right += int(max(range(len(scores)), key=scores.__getitem__) == p["answer"])
     return right / len(probes)
+
+
+def sample_and_judge(sampler: Any, tok: Any, prompt_ids: list[list[int]], records: list[dict], judge: Any,
+                     params: Any) -> tuple[list[str], list[float], list[int]]:
+    """One sampled answer per prompt, decoded as the trainers see it (cut after the first stop token), with its gold-judge
+    score: (texts, scores, response lengths in tokens)."""
+    from .sampling import decode_responses
+
+    rollout = sampler.generate(prompt_ids, params)
+    texts = decode_responses(tok, rollout, params.stop_token_ids)
+    scores = [float(r.score) for r in judge.score_many(records, texts)]
+    return texts, scores, [len(x) for x in rollout.response_ids]

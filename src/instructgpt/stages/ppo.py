@@ -467,14 +467,13 @@ def batched(fn: Callable[[Episodes], Any], ep: Episodes, size: int) -> Any:
 def gold_eval(policy_lm: Any, tok: Any, world: Any, records: list[dict], prompt_ids: list[list[int]], cfg: PPOConfig,
               stop_ids: list[int]) -> dict:
     """Mean gold-judge score of the policy's responses to a fixed held-out prompt sample (same sampling seed each time)."""
-    from ..sampling import SamplingParams, TorchSampler, decode_responses
+    from ..evaluation import sample_and_judge
+    from ..sampling import SamplingParams, TorchSampler
 
     sampler = TorchSampler(policy_lm, tok.pad_token_id, batch_size=cfg.rollout_batch_size)
-    r = sampler.generate(prompt_ids, SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, 0, 1.0, cfg.seed + 12345, stop_ids))
-    texts = decode_responses(tok, r, stop_ids)
-    judge = world.judge()
-    scores = [float(judge.score(rec, text).score) for rec, text in zip(records, texts)]
-    return {"gold_score": sum(scores) / max(1, len(scores)), "eval_response_len": sum(map(len, r.response_ids)) / max(1, len(texts))}
+    params = SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, 0, 1.0, cfg.seed + 12345, stop_ids)
+    _, scores, lengths = sample_and_judge(sampler, tok, prompt_ids, records, world.judge(), params)
+    return {"gold_score": sum(scores) / max(1, len(scores)), "eval_response_len": sum(lengths) / max(1, len(lengths))}
 
 
 def pretrain_val_loss(lm: Any, tokens: Any, max_tokens: int, device: Any, autocast: Any, batch_size: int = 16) -> float:
