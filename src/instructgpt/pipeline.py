@@ -209,7 +209,8 @@ def run(cfg: RunConfig) -> Path:
     print(f"igpt run: preset {cfg.preset}, run directory {run_dir}; {host['device']} {host['dtype']} matmul "
           f"{host['matmul_gflops']:.0f} GFLOP/s with {host['threads']} threads", file=sys.stderr)
     pending_rl = [c for c in configs if c[0] in ("ppo", "ppo-ptx") and not is_complete(run_dir / c[0])]
-    side_by_side = len(pending_rl) == 2 and (cfg.side_by_side == "on" or (
+    # (not under torchrun: the children would join the ranks' process group)
+    side_by_side = len(pending_rl) == 2 and int(os.environ.get("WORLD_SIZE", "1")) == 1 and (cfg.side_by_side == "on" or (
         cfg.side_by_side == "auto" and cfg.preset != "tiny" and host["device"] == "cpu" and host["threads"] >= 2))
     for name, mod, sub in configs:
         folder = run_dir / name
