@@ -132,3 +132,19 @@ def test_side_by_side_failure_is_one_line_per_stage(tiny_run, tmp_path, capsys):
     assert not (run / "ppo").exists() and not (run / "ppo-ptx").exists() and not (run / "eval").exists()
     assert main(["run", "--preset", "tiny", "--run", str(run), "--side-by-side", "maybe"]) == 2
     assert "--side-by-side: expected auto, on or off, got 'maybe'" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_folder_stops_at_once(tiny_run, capsys):
+    import fcntl
+    import os
+
+    with open(tiny_run / ".igpt-run.lock", "a+") as held:  # as another igpt run would hold it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        assert main(["run", "--preset", "tiny", "--run", str(tiny_run)]) == 2
+        assert f"{tiny_run} is in use by another igpt run (pid 4242)" in capsys.readouterr().err
+        fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+    assert main(["run", "--preset", "tiny", "--run", str(tiny_run), "--stop-after", "world"]) == 0
+    assert (tiny_run / ".igpt-run.lock").read_text() == ""  # released, and no stale pid left behind
+    assert os.path.exists(tiny_run / "world")

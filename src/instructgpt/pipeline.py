@@ -8,6 +8,7 @@ the config file's table of that stage (``[sft]``, ``[ppo]``...), on top of the p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -15,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from .config import StageConfig, build_config, field
 from .errors import UserError
@@ -187,6 +188,40 @@ def run(cfg: RunConfig) -> Path:
         raise UserError(f"--side-by-side: expected auto, on or off, got '{cfg.side_by_side}'")
     run_dir = Path(cfg.run or f"runs/{cfg.preset}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(run_dir):
+        return _run(cfg, run_dir)
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run>/.igpt-run.lock`` while the pipeline works there, so a second ``igpt run`` on the same folder stops at
+    once instead of training into the same partial folders (released by the OS if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path = run_dir / ".igpt-run.lock"
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown"
+            raise UserError(f"{run_dir} is in use by another igpt run (pid {owner}); wait for it to finish or use another --run folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _run(cfg: RunConfig, run_dir: Path) -> Path:
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
