@@ -114,7 +114,6 @@ def record_host(run_dir: Path, device: str = "auto") -> dict:
 
 def _stage_child(module: str, sub: Any, threads: int, log: str, error_file: str) -> None:
     """One stage in a child process (``igpt run --side-by-side``): its own thread count, its output in ``log``."""
-    import contextlib
     import traceback
 
     import torch
