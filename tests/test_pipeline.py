@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import pytest
 
@@ -148,3 +149,48 @@ def test_a_second_run_on_the_same_folder_stops_at_once(tiny_run, capsys):
     assert main(["run", "--preset", "tiny", "--run", str(tiny_run), "--stop-after", "world"]) == 0
     assert (tiny_run / ".igpt-run.lock").read_text() == ""  # released, and no stale pid left behind
     assert os.path.exists(tiny_run / "world")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_side_by_side_children_stop_when_the_run_is_killed(tiny_run, tmp_path):
+    """SIGKILL on igpt run (no chance to clean up): the kernel interrupts both children, which keep their checkpoints."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    _copy_until_rm(tiny_run, run)
+
+    def session(sid):
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:  # state, ppid, pgrp, session
+                pids.append(int(stat.parent.name))
+        return pids
+
+    cmd = [sys.executable, "-m", "instructgpt.cli", "run", "--preset", "tiny", "--run", str(run), "--side-by-side", "on",
+           "--stage-options", '{"ppo": {"steps": 400, "checkpoint_every": 1}}']
+    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not ((run / "ppo.partial" / "checkpoint").exists() and (run / "ppo-ptx.partial" / "checkpoint").exists()):
+            assert time.time() < deadline and p.poll() is None, "the RL stages did not start"
+            time.sleep(0.2)
+        assert len(session(p.pid)) >= 3  # igpt run and its two stages
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        deadline = time.time() + 60
+        while session(p.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert session(p.pid) == [], "the stages outlived igpt run"
+    finally:
+        for pid in session(p.pid):
+            os.kill(pid, signal.SIGKILL)
+    for name in ("ppo", "ppo-ptx"):
+        assert (run / f"{name}.partial" / "checkpoint").is_dir() and not (run / name).exists()

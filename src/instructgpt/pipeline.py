@@ -112,12 +112,29 @@ def record_host(run_dir: Path, device: str = "auto") -> dict:
     return entry
 
 
+def _interrupt_when_orphaned() -> None:
+    """On Linux, have the kernel send this process SIGINT when the ``igpt run`` that started it dies (even by SIGKILL), so
+    the stage stops as on Ctrl-C, keeping its checkpoint, instead of training on beside a later run."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        raise KeyboardInterrupt
+
+
 def _stage_child(module: str, sub: Any, threads: int, log: str, error_file: str) -> None:
     """One stage in a child process (``igpt run --side-by-side``): its own thread count, its output in ``log``."""
     import traceback
 
     import torch
 
+    _interrupt_when_orphaned()
     torch.set_num_threads(threads)
     with open(log, "w", encoding="utf-8", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         try:
