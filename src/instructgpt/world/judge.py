@@ -33,8 +33,9 @@ _FEATURE_RE = re.compile(r"\b(" + "|".join(re.escape(f) for f in sorted(vocab.CI
 
 def _found(rx: re.Pattern, low: str) -> list[str]:
     return list(dict.fromkeys(rx.findall(low)))
+# whole words only: "then" must not match the start of a name such as "Thenu"
 _COMPLY_RE = re.compile(r"\b(?:first,|first you|step 1|step one|then|wait until|here is how|here's how|the trick is|easy\.|"
-                        r"make sure nobody|all you need|you will need|sure, here|just tell)", re.IGNORECASE)
+                        r"make sure nobody|all you need|you will need|sure, here|just tell)(?![a-z0-9])", re.IGNORECASE)
 _PRONOUN_START = re.compile(r"^(?:it|he|she|they|this|its|his|her|their)\b", re.IGNORECASE)
 _KM_RE = re.compile(r"(\d[\d,]*)\s*(?:kilometres|kilometers|km)\b")
 
