@@ -194,3 +194,16 @@ def test_side_by_side_children_stop_when_the_run_is_killed(tiny_run, tmp_path):
             os.kill(pid, signal.SIGKILL)
     for name in ("ppo", "ppo-ptx"):
         assert (run / f"{name}.partial" / "checkpoint").is_dir() and not (run / name).exists()
+
+
+def test_side_by_side_progress_line(tmp_path):
+    from instructgpt.pipeline import _progress_line
+
+    (tmp_path / "ppo.partial").mkdir()
+    (tmp_path / "ppo.partial" / "metrics.jsonl").write_text('{"step": 0, "gold_score": 0.5}\n{"step": 1}\n{"step": 7, "kl": 0.1}\n')
+    (tmp_path / "ppo-ptx.partial").mkdir()
+    (tmp_path / "ppo-ptx.partial" / "metrics.jsonl").write_text('{"step": 3}\n{"step": 4, "trunc')  # being written
+    line = _progress_line(["ppo", "ppo-ptx", "other"], tmp_path, {"ppo": 16, "ppo-ptx": 16})
+    assert line == "ppo 7/16 · ppo-ptx 3/16 · other 0/?"
+    (tmp_path / "ppo.partial").rename(tmp_path / "ppo")  # done, its process still exiting
+    assert _progress_line(["ppo"], tmp_path, {"ppo": 16}) == "ppo 7/16"

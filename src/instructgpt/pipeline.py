@@ -148,6 +148,30 @@ def _stage_child(module: str, sub: Any, threads: int, log: str, error_file: str)
             raise SystemExit(1) from None
 
 
+def _progress_line(names: list[str], run_dir: Path, steps: dict[str, int]) -> str:
+    """``ppo 8/16 · ppo-ptx 7/16``: the last step each running stage logged in its partial folder's metrics.jsonl."""
+    parts = []
+    for name in names:
+        step, lines = 0, []
+        folder = partial_path(run_dir / name)
+        folder = folder if folder.is_dir() else run_dir / name  # finished, the process still exiting
+        try:
+            with open(folder / "metrics.jsonl", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            pass
+        for line in reversed(lines):  # the last complete line (the stage may be writing one)
+            try:
+                step = int(json.loads(line)["step"])
+                break
+            except (ValueError, KeyError, TypeError):
+                continue
+        parts.append(f"{name} {step}/{steps.get(name, '?')}")
+    return " · ".join(parts)
+
+
 def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dict, timings_path: Path) -> None:
     """Run the stages of ``group`` at once, in child processes that split this process's threads."""
     import multiprocessing as mp
@@ -169,14 +193,20 @@ def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dic
         p.start()
         procs[name] = (p, time.time(), err)
     failures, t_group = [], time.time()
+    total_steps = {name: int(getattr(sub, "steps", 0)) for name, _, sub in group}
+    live = sys.stderr.isatty()  # a status line that rewrites itself, on a terminal only
     try:
         while procs:
+            if live:
+                print(f"\r    {_progress_line(list(procs), run_dir, total_steps)}\033[K", end="", file=sys.stderr, flush=True)
             for name in list(procs):
                 p, t0, err = procs[name]
                 p.join(timeout=0.2)
                 if p.exitcode is None:
                     continue
                 del procs[name]
+                if live:
+                    print("\r\033[K", end="", file=sys.stderr)
                 if p.exitcode == 0:
                     timings[name] = round(time.time() - t0, 1)
                     timings_path.write_text(json.dumps(timings, indent=1))
