@@ -70,3 +70,6 @@ def test_report_escapes_model_text_and_table_formats():
     assert "&lt;b&gt;hi&lt;/b&gt;" in page and page.count("data:image/png;base64,") == 3
     table = format_table(results)
     assert "ppo_ptx" in table and "0.60" in table and "[0.50,0.70]" in table and "0.690" in table
+    assert "side by side" not in page
+    results["timings_s"] = {"ppo": 111.0, "ppo-ptx": 120.0, "ppo+ppo-ptx": 120.0, "eval": 67.0}
+    assert "ppo and ppo-ptx ran side by side" in render(results)

@@ -175,6 +175,10 @@ def render(results: dict) -> str:
     t = results.get("timings_s") or {}
     if t:
         parts.append("<h2>Time per stage</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{v:.0f} s</td></tr>" for k, v in t.items() if isinstance(v, (int, float))) + "</table>")
+        together = [k for k in t if "+" in k]
+        if together:
+            parts.append("<p class='note'>" + ", ".join(f"{e(' and '.join(k.split('+')))}" for k in together)
+                         + " ran side by side, each with part of the threads; the row joined by <code>+</code> is their common wall time.</p>")
         hosts = [h for h in results.get("host") or [] if isinstance(h, dict) and "matmul_gflops" in h]
         if hosts:
             parts.append("<p class='note'>Measured by <code>igpt run</code> at the start of each invocation: "
