@@ -184,8 +184,7 @@ def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dic
     ctx = mp.get_context("spawn")
     procs = {}
     for name, mod, sub in group:
-        resumed = " (resuming)" if partial_path(run_dir / name).exists() else ""
-        print(f"  > {name:<12} running{resumed} side by side, {threads} thread{'s' * (threads > 1)}, log {logs / (name + '.log')}", file=sys.stderr)
+        print(f"  > {name:<12} running{_resuming(run_dir / name)} side by side, {threads} thread{'s' * (threads > 1)}, log {logs / (name + '.log')}", file=sys.stderr)
         err = logs / f"{name}.error"
         err.unlink(missing_ok=True)
         p = ctx.Process(target=_stage_child, args=(mod.__name__, dataclasses.replace(sub, progress=False), threads,
@@ -208,9 +207,7 @@ def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dic
                 if live:
                     print("\r\033[K", end="", file=sys.stderr)
                 if p.exitcode == 0:
-                    timings[name] = round(time.time() - t0, 1)
-                    timings_path.write_text(json.dumps(timings, indent=1))
-                    print(f"  ✓ {name:<12} {_fmt_time(timings[name]):>8}   {_summary(run_dir / name)}", file=sys.stderr)
+                    _stage_done(run_dir, name, time.time() - t0, timings, timings_path)
                 else:
                     msg = err.read_text(encoding="utf-8") if err.is_file() else f"exit code {p.exitcode}; see {logs / (name + '.log')}"
                     print(f"  ✗ {name:<12} failed: {msg}", file=sys.stderr)
@@ -225,6 +222,17 @@ def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dic
         raise UserError("; ".join(failures))
     timings["+".join(name for name, _, _ in group)] = round(time.time() - t_group, 1)  # the group's wall time
     timings_path.write_text(json.dumps(timings, indent=1))
+
+
+def _resuming(folder: Path) -> str:
+    return " (resuming)" if partial_path(folder).exists() else ""
+
+
+def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings_path: Path) -> None:
+    """Record a finished stage's wall time in ``timings.json`` and print its summary line."""
+    timings[name] = round(seconds, 1)
+    timings_path.write_text(json.dumps(timings, indent=1))
+    print(f"  ✓ {name:<12} {_fmt_time(timings[name]):>8}   {_summary(run_dir / name)}", file=sys.stderr)
 
 
 def run(cfg: RunConfig) -> Path:
@@ -302,14 +310,11 @@ def _run(cfg: RunConfig, run_dir: Path) -> Path:
         elif side_by_side and name == "ppo":
             _side_by_side(pending_rl, run_dir, timings, timings_path)
         else:
-            resumed = " (resuming)" if partial_path(folder).exists() else ""
-            print(f"  > {name:<12} running{resumed}...", file=sys.stderr)
+            print(f"  > {name:<12} running{_resuming(folder)}...", file=sys.stderr)
             t0 = time.time()
             mod.run(sub)
             eval_ran = eval_ran or name == "eval"
-            timings[name] = round(time.time() - t0, 1)
-            timings_path.write_text(json.dumps(timings, indent=1))
-            print(f"  ✓ {name:<12} {_fmt_time(timings[name]):>8}   {_summary(folder)}", file=sys.stderr)
+            _stage_done(run_dir, name, time.time() - t0, timings, timings_path)
         if name == cfg.stop_after:
             break
     results = run_dir / "eval" / "results.json"

@@ -215,11 +215,7 @@ def run(cfg: EvalConfig) -> Path:
         other = responses["sft_resample"]["winrate"] if c.name == "sft" else sft_win
         m: dict[str, Any] = {"mode": c.mode, "path": c.path}
         if world is not None:
-            outcomes, likerts = [], []
-            for i, (rec, a, b) in enumerate(zip(records["winrate"], resp["winrate"], other)):
-                lab = labelers[i % len(labelers)]
-                outcomes.append(lab.prefer(rec, a, b, random.Random(cfg.seed * 1_000_003 + i)))
-                likerts.append(lab.likert(rec, a, random.Random(cfg.seed * 1_000_033 + i)))
+            outcomes, likerts = _labelers_judge(labelers, records["winrate"], resp["winrate"], other, cfg.seed)
             graded = {s: [judge.score(r, t) for r, t in zip(records[s], resp[s])] for s in records}
             flags = [g.flags for g in graded["winrate"]]
             tox = [(r["meta"].get("respectful", False), g.flags) for r, g in zip(records["toxicity"], graded["toxicity"])]
@@ -248,8 +244,7 @@ def run(cfg: EvalConfig) -> Path:
 
     if world is not None:
         results["reference"] = _reference(world, judge, labelers, records["winrate"], sft_win, cfg.seed)
-    if world is not None:  # how many prompts each rate is over
-        results["sample_sizes"] = {
+        results["sample_sizes"] = {  # how many prompts each rate is over
             "winrate": len(records["winrate"]),
             "harmful": len(_harmful_items(records)),
             "closed_domain": len(records["closed_domain"]),
@@ -275,6 +270,17 @@ def run(cfg: EvalConfig) -> Path:
     return final
 
 
+def _labelers_judge(labelers: list, recs: list[dict], answers: list[str], sft: list[str], seed: int) -> tuple[list[float], list[int]]:
+    """Each prompt's held-out labeler (round robin, a noise draw fixed by the seed and the prompt's position) compares the
+    answer with SFT's (1, 0 or 0.5) and rates it 1-7: the same judgement for every model and for the reference."""
+    outcomes, likerts = [], []
+    for i, (rec, a, b) in enumerate(zip(recs, answers, sft)):
+        lab = labelers[i % len(labelers)]
+        outcomes.append(lab.prefer(rec, a, b, random.Random(seed * 1_000_003 + i)))
+        likerts.append(lab.likert(rec, a, random.Random(seed * 1_000_033 + i)))
+    return outcomes, likerts
+
+
 def _reference(world: Any, judge: Any, labelers: list, recs: list[dict], sft: list[str], seed: int) -> dict:
     """The world's reference answers against SFT's, by the same labelers with the same draws: the ceiling of the win rate.
 
@@ -282,9 +288,7 @@ def _reference(world: Any, judge: Any, labelers: list, recs: list[dict], sft: li
     answers tie with the reference as often as labelers' noise allows, so the ceiling sits below 1.
     """
     refs = [world.demo_for(r) for r in recs]
-    outcomes = [labelers[i % len(labelers)].prefer(rec, a, b, random.Random(seed * 1_000_003 + i))
-                for i, (rec, a, b) in enumerate(zip(recs, refs, sft))]
-    likerts = [labelers[i % len(labelers)].likert(rec, a, random.Random(seed * 1_000_033 + i)) for i, (rec, a) in enumerate(zip(recs, refs))]
+    outcomes, likerts = _labelers_judge(labelers, recs, refs, sft, seed)
     rate, ci = win_rate(outcomes)
     return {"win_rate_vs_sft": rate, "win_rate_ci95": ci, "n_comparisons": len(outcomes), "likert_mean": mean(likerts),
             "gold_score_mean": mean([judge.score(r, t).score for r, t in zip(recs, refs)])}
