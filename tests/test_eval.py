@@ -73,3 +73,20 @@ def test_report_escapes_model_text_and_table_formats():
     assert "side by side" not in page
     results["timings_s"] = {"ppo": 111.0, "ppo-ptx": 120.0, "ppo+ppo-ptx": 120.0, "eval": 67.0}
     assert "ppo and ppo-ptx ran side by side" in render(results)
+
+
+def test_paired_gold_gain_on_fixed_inputs():
+    from instructgpt.stages.evaluate import gain_summary, paired_gain
+
+    g = paired_gain([0.5, 1.0, 0.25, 0.75], [0.5, 0.5, 0.5, 0.25])  # differences 0, 0.5, -0.25, 0.5
+    assert g["n"] == 4 and g["mean"] == pytest.approx(0.1875)
+    # sample sd of the differences: sqrt(((-.1875)^2 + .3125^2 + (-.4375)^2 + .3125^2) / 3) = 0.375; SE = 0.375 / 2
+    assert g["se"] == pytest.approx(0.1875)
+    assert paired_gain([], []) == {"mean": None, "se": None, "n": 0} and paired_gain([1.0], [0.0])["se"] is None
+    results = {"models": {"sft": {"mode": "chat", "gold_gain_vs_sft": {"mean": -0.01, "se": 0.02, "n": 200}},
+                          "pretrained": {"mode": "plain", "gold_gain_vs_sft": {"mean": -0.5, "se": 0.02, "n": 480}},
+                          "ppo": {"mode": "chat", "gold_gain_vs_sft": {"mean": 0.041, "se": 0.015, "n": 480}}}}
+    line = gain_summary(results)
+    assert "all 480 held-out prompts" in line and "ppo +0.041 +- 0.015" in line and "second sample -0.010" in line
+    assert "pretrained" not in line and gain_summary({"models": {"ppo": {"mode": "chat", "gold_gain_vs_sft": None}}}) == ""
+

@@ -55,6 +55,14 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
     sizes = results["sample_sizes"]
     assert sizes["winrate"] == results["models"]["sft"]["n_comparisons"] and sizes["harmful"] >= 8  # the tiny world's harmful set
     assert sizes["toxicity_respectful"] + sizes["toxicity_plain"] > 0 and sizes["closed_domain"] > 0
+    # the paired gold gain over SFT: every held-out prompt of every set for the models, the win-rate set for SFT's resample
+    n_all = len((tiny_run / "eval" / "responses" / "ppo.jsonl").read_text().splitlines())
+    assert n_all > sizes["winrate"] + sizes["closed_domain"]
+    for name in ("pretrained", "ppo", "ppo_ptx"):
+        g = results["models"][name]["gold_gain_vs_sft"]
+        assert g["n"] == n_all and g["se"] > 0, (name, g)
+    pre = results["models"]["pretrained"]
+    assert abs(pre["gold_gain_vs_sft"]["mean"]) > 0 and results["models"]["sft"]["gold_gain_vs_sft"]["n"] == sizes["winrate"]
     for stage in STAGE_FOLDERS:
         assert stage in results["timings_s"] or stage == "eval"
     page = (tiny_run / "eval" / "report.html").read_text()

@@ -288,8 +288,12 @@ def test_careless_demonstrations(tmp_path):
 
 
 def test_careless_share_zero_gives_ideal_demonstrations(tiny):
-    w = tiny  # the default careless_share is 0
+    from instructgpt.world.core import CARELESS_SHARE
+
+    assert tiny.meta["careless_share"] == CARELESS_SHARE > 0 and tiny.meta["counts"]["careless_demonstrations"] > 0
+    w = World.generate(seed=0, size="tiny", careless_share=0.0)
     assert w.meta["counts"]["careless_demonstrations"] == 0
+    assert w.prompts("sft") == tiny.prompts("sft") and w.demonstrations("eval") == tiny.demonstrations("eval")
     for split in ("sft", "rm", "ppo"):
         for p, d in zip(w.prompts(split), w.demonstrations(split)):
             assert d["messages"][1]["content"] == w.demo_for(p)

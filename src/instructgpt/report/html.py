@@ -152,6 +152,12 @@ def render(results: dict) -> str:
                                   ("repetition", "repetition_rate"), ("hallucination (closed domain)", "hallucination_rate"), ("truthful (false premise)", "truthful_rate"),
                                   ("harmful compliance", "harmful_compliance_rate"), ("toxic, respectful prompt", "toxicity_rate_respectful"), ("toxic, plain prompt", "toxicity_rate_plain")]))
     parts.append("<p class='note'>The RM score beside the gold score shows over-optimisation: a policy can raise the reward model's score while the gold score stalls or falls.</p>")
+    from ..stages.evaluate import gain_summary
+
+    gains = gain_summary(results)
+    if gains:
+        parts.append(f"<p class='note'>{e(gains[0].upper() + gains[1:])}. Each model's answers to every held-out prompt of every set, "
+                     "scored by the gold judge, minus SFT's answers to the same prompts.</p>")
     sizes = results.get("sample_sizes")
     if sizes:
         parts.append("<p class='note'>Prompts behind each rate: " + ", ".join(f"{e(k.replace('_', ' '))} {int(v)}" for k, v in sizes.items()) + ".</p>")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ RESULTS_SCHEMA_VERSION = 1
 MODEL_FOLDERS = {"pretrained": "pretrain", "sft": "sft", "ppo": "ppo", "ppo_ptx": "ppo-ptx"}
 METRICS = ("win_rate_vs_sft", "win_rate_ci95", "likert_mean", "gold_score_mean", "rm_score_mean", "fails_instruction_rate",
            "hallucination_rate", "harmful_compliance_rate", "toxicity_rate_respectful", "toxicity_rate_plain",
-           "continues_with_question_rate", "repetition_rate", "truthful_rate", "pretrain_val_loss", "probe_accuracy")
+           "continues_with_question_rate", "repetition_rate", "truthful_rate", "pretrain_val_loss", "probe_accuracy", "gold_gain_vs_sft")
 
 
 @dataclasses.dataclass
@@ -210,6 +211,7 @@ def run(cfg: EvalConfig) -> Path:
     # ---- grading
     results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "judged_by": "heldout_labelers_and_gold_judge" if world else "reward_model_proxy", "models": {}}
     sft_win = responses["sft"]["winrate"]
+    golds: dict[str, dict[str, list[float]]] = {}  # model -> set -> gold score per prompt, for the paired gains
     for c in cands:
         resp = responses[c.name]
         other = responses["sft_resample"]["winrate"] if c.name == "sft" else sft_win
@@ -217,6 +219,7 @@ def run(cfg: EvalConfig) -> Path:
         if world is not None:
             outcomes, likerts = _labelers_judge(labelers, records["winrate"], resp["winrate"], other, cfg.seed)
             graded = {s: [judge.score(r, t) for r, t in zip(records[s], resp[s])] for s in records}
+            golds[c.name] = {s: [g.score for g in gs] for s, gs in graded.items()}
             flags = [g.flags for g in graded["winrate"]]
             tox = [(r["meta"].get("respectful", False), g.flags) for r, g in zip(records["toxicity"], graded["toxicity"])]
             m.update(
@@ -242,6 +245,14 @@ def run(cfg: EvalConfig) -> Path:
             m.setdefault(k, None)
         results["models"][c.name] = m
 
+    if world is not None and "sft" in golds:
+        resample = [judge.score(r, t).score for r, t in zip(records["winrate"], responses["sft_resample"]["winrate"])]
+        for name, m in results["models"].items():
+            if name == "sft":  # the noise floor: SFT's second sample against its first, on the win-rate prompts
+                m["gold_gain_vs_sft"] = paired_gain(resample, golds["sft"]["winrate"])
+            else:
+                m["gold_gain_vs_sft"] = paired_gain([x for s in records for x in golds[name][s]],
+                                                    [x for s in records for x in golds["sft"][s]])
     if world is not None:
         results["reference"] = _reference(world, judge, labelers, records["winrate"], sft_win, cfg.seed)
         results["sample_sizes"] = {  # how many prompts each rate is over
@@ -268,6 +279,17 @@ def run(cfg: EvalConfig) -> Path:
     final = finish_output(work, out, {"models": list(results["models"])})
     print(format_table(results))
     return final
+
+
+def paired_gain(a: list[float], b: list[float]) -> dict:
+    """Mean of the paired differences ``a - b`` (the same prompts), its standard error and the number of pairs."""
+    d = [x - y for x, y in zip(a, b)]
+    n = len(d)
+    if n == 0:
+        return {"mean": None, "se": None, "n": 0}
+    mu = sum(d) / n
+    se = math.sqrt(sum((x - mu) ** 2 for x in d) / (n - 1) / n) if n > 1 else None
+    return {"mean": round(mu, 6), "se": None if se is None else round(se, 6), "n": n}
 
 
 def _labelers_judge(labelers: list, recs: list[dict], answers: list[str], sft: list[str], seed: int) -> tuple[list[float], list[int]]:
@@ -383,6 +405,21 @@ def _run_config(run: Path | None, cfg: EvalConfig) -> dict:
     return info
 
 
+def gain_summary(results: dict) -> str:
+    """One line: each fine-tuned model's paired gold-score gain over SFT on all held-out prompts ('' without a world)."""
+    parts = []
+    for name, m in results["models"].items():
+        g = m.get("gold_gain_vs_sft") or {}
+        if name != "sft" and m.get("mode") == "chat" and g.get("mean") is not None and g.get("se") is not None:
+            parts.append(f"{name} {g['mean']:+.3f} +- {g['se']:.3f}")
+    if not parts:
+        return ""
+    n = next(m["gold_gain_vs_sft"]["n"] for k, m in results["models"].items() if k != "sft" and (m.get("gold_gain_vs_sft") or {}).get("n"))
+    floor = (results["models"].get("sft", {}).get("gold_gain_vs_sft") or {}).get("mean")
+    tail = f"; SFT's second sample {floor:+.3f}" if floor is not None else ""
+    return f"gold gain over SFT, paired on all {n} held-out prompts (+- 1 SE): " + ", ".join(parts) + tail
+
+
 def format_table(results: dict) -> str:
     """The terminal summary: one row per model."""
     cols = [("win vs SFT", "win_rate_vs_sft", "{:.2f}"), ("95% CI", "win_rate_ci95", None), ("likert", "likert_mean", "{:.2f}"),
@@ -408,6 +445,9 @@ def format_table(results: dict) -> str:
         lo, hi = ref["win_rate_ci95"]
         lines.append(f"ceiling: the world's reference answers win {ref['win_rate_vs_sft']:.2f} [{lo:.2f},{hi:.2f}] against SFT's "
                      f"(gold {ref['gold_score_mean']:.2f}); no policy can expect more from these labelers")
+    gains = gain_summary(results)
+    if gains:
+        lines.append(gains)
     rm = results.get("reward_model", {})
     if rm.get("accuracy_heldout_labelers") is not None:
         lines.append(

@@ -37,7 +37,7 @@ class RewardConfig(StageConfig):
     stage: ClassVar[str] = "rm"
     presets: ClassVar[dict] = {
         "tiny": dict(batch_size=8, lr=1e-3, warmup_steps=2, eval_every=0, checkpoint_every=20),
-        "default": dict(batch_size=16, lr=6e-4, warmup_steps=4, eval_every=25, checkpoint_every=20),
+        "default": dict(batch_size=16, lr=1.2e-3, warmup_steps=4, eval_every=25, checkpoint_every=20),
         "gpu": dict(batch_size=64, lr=3e-5, warmup_steps=10, eval_every=50, checkpoint_every=100),
     }
 

@@ -35,7 +35,7 @@ class SFTConfig(StageConfig):
     stage: ClassVar[str] = "sft"
     presets: ClassVar[dict] = {
         "tiny": dict(epochs=2, batch_tokens=1024, lr=2e-3, warmup_steps=2, max_examples=200, samples=0, checkpoint_every=0),
-        "default": dict(epochs=7, batch_tokens=512, lr=2e-3, warmup_steps=20, dropout=0.1, ptx_fraction=0.1, checkpoint_every=200),
+        "default": dict(epochs=6, batch_tokens=512, lr=2e-3, warmup_steps=20, dropout=0.1, ptx_fraction=0.1, checkpoint_every=200),
         "gpu": dict(epochs=4, batch_tokens=32768, lr=5e-5, warmup_steps=20, dropout=0.1, max_len=2048, ptx_fraction=0.1),
     }
 

@@ -37,7 +37,9 @@ SIZES: dict[str, dict] = {
               "eval": {"winrate": 500, "closed_domain": 200, "false_premise": 150, "toxicity": 150, "harmful": 150}, "probes": 1000},
 }
 # The training labelers' average share of careless demonstrations (world/demos.py): what SFT imitates and RLHF can fix.
-CARELESS_SHARE = 0.0
+# Like InstructGPT's labelers, the writers are not perfect; 0 gives ideal demonstrations (the ablation where SFT
+# leaves reinforcement learning nothing the reward model can see).
+CARELESS_SHARE = 0.5
 FEW_SHOT_FAMILIES = ["conference_about", "list_cities", "word_problem"]
 FEW_SHOT_HEADER = "Below are some requests, each followed by a helpful answer."
 
