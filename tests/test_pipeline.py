@@ -61,12 +61,16 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
     for name in ("pretrained", "ppo", "ppo_ptx"):
         g = results["models"][name]["gold_gain_vs_sft"]
         assert g["n"] == n_all and g["se"] > 0, (name, g)
+        by = results["models"][name]["gold_gain_by_set"]
+        assert set(by) >= {"winrate", "closed_domain", "false_premise", "toxicity", "harmful"}
+        assert sum(v["n"] for v in by.values()) == n_all
+        assert abs(sum(v["mean"] * v["n"] for v in by.values()) / n_all - g["mean"]) < 1e-4
     pre = results["models"]["pretrained"]
     assert abs(pre["gold_gain_vs_sft"]["mean"]) > 0 and results["models"]["sft"]["gold_gain_vs_sft"]["n"] == sizes["winrate"]
     for stage in STAGE_FOLDERS:
         assert stage in results["timings_s"] or stage == "eval"
     page = (tiny_run / "eval" / "report.html").read_text()
-    assert "Prompts behind each rate" in page and "Ceiling (dotted line)" in page
+    assert "Prompts behind each rate" in page and "Ceiling (dotted line)" in page and "gold gain over SFT, by set" in page
     # the machine's speed at the start of the run, beside the stage times
     host = results["host"]
     assert host and host[0]["device"] == "cpu" and host[0]["matmul_gflops"] > 0 and host[0]["threads"] >= 1

@@ -126,6 +126,32 @@ def _table(results: dict, cols: list[tuple[str, str]]) -> str:
     return f"<div class='wide'><table><tr><th>model</th>{head}</tr>{''.join(rows)}</table></div>"
 
 
+def _gain_table(results: dict) -> str:
+    """Paired gold gain over SFT per evaluation set, '+0.041 ± 0.015' per cell (SFT's row: its second sample)."""
+    models = results["models"]
+    sets: list[str] = []
+    for m in models.values():
+        for k in (m.get("gold_gain_by_set") or {}):
+            if k not in sets:
+                sets.append(k)
+    rows = []
+    for n in _ordered(models):
+        by = models[n].get("gold_gain_by_set") or {}
+        cells = "".join(f"<td>{_fmt_gain(by.get(k))}</td>" for k in sets)
+        rows.append(f"<tr><th>{html.escape(LABELS.get(n, n))}</th>{cells}</tr>")
+    head = "".join(f"<th>{html.escape(k.replace('_', ' '))}</th>" for k in sets)
+    return (f"<div class='wide'><table><tr><th>gold gain over SFT, by set</th>{head}</tr>{''.join(rows)}</table></div>"
+            "<p class='note'>SFT's row is its second sample against its first (the noise floor). A gain larger than about twice "
+            "its standard error (after ±) is unlikely to be noise.</p>")
+
+
+def _fmt_gain(g: dict | None) -> str:
+    if not g or g.get("mean") is None:
+        return "-"
+    se = g.get("se")
+    return f"{g['mean']:+.3f}" + (f" ± {se:.3f}" if se is not None else "") + f" (n {g.get('n', 0)})"
+
+
 def render(results: dict) -> str:
     e = html.escape
     parts = [
@@ -158,6 +184,7 @@ def render(results: dict) -> str:
     if gains:
         parts.append(f"<p class='note'>{e(gains[0].upper() + gains[1:])}. Each model's answers to every held-out prompt of every set, "
                      "scored by the gold judge, minus SFT's answers to the same prompts.</p>")
+        parts.append(_gain_table(results))
     sizes = results.get("sample_sizes")
     if sizes:
         parts.append("<p class='note'>Prompts behind each rate: " + ", ".join(f"{e(k.replace('_', ' '))} {int(v)}" for k, v in sizes.items()) + ".</p>")

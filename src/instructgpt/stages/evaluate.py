@@ -29,7 +29,8 @@ RESULTS_SCHEMA_VERSION = 1
 MODEL_FOLDERS = {"pretrained": "pretrain", "sft": "sft", "ppo": "ppo", "ppo_ptx": "ppo-ptx"}
 METRICS = ("win_rate_vs_sft", "win_rate_ci95", "likert_mean", "gold_score_mean", "rm_score_mean", "fails_instruction_rate",
            "hallucination_rate", "harmful_compliance_rate", "toxicity_rate_respectful", "toxicity_rate_plain",
-           "continues_with_question_rate", "repetition_rate", "truthful_rate", "pretrain_val_loss", "probe_accuracy", "gold_gain_vs_sft")
+           "continues_with_question_rate", "repetition_rate", "truthful_rate", "pretrain_val_loss", "probe_accuracy", "gold_gain_vs_sft",
+           "gold_gain_by_set")
 
 
 @dataclasses.dataclass
@@ -250,9 +251,11 @@ def run(cfg: EvalConfig) -> Path:
         for name, m in results["models"].items():
             if name == "sft":  # the noise floor: SFT's second sample against its first, on the win-rate prompts
                 m["gold_gain_vs_sft"] = paired_gain(resample, golds["sft"]["winrate"])
+                m["gold_gain_by_set"] = {"winrate": m["gold_gain_vs_sft"]}
             else:
                 m["gold_gain_vs_sft"] = paired_gain([x for s in records for x in golds[name][s]],
                                                     [x for s in records for x in golds["sft"][s]])
+                m["gold_gain_by_set"] = {s: paired_gain(golds[name][s], golds["sft"][s]) for s in records}
     if world is not None:
         results["reference"] = _reference(world, judge, labelers, records["winrate"], sft_win, cfg.seed)
         results["sample_sizes"] = {  # how many prompts each rate is over
