@@ -207,6 +207,8 @@ def test_resume_equals_uninterrupted_training(tiny_model_dir, tiny_rm_dir, promp
     assert [r["step"] for r in rows_b] == [0, 1, 2]
     assert rows_a[-1]["beta"] == rows_b[-1]["beta"] and rows_a[-1]["beta"] != rows_a[1]["beta"]  # adaptive beta moved
     assert rows_a[-1]["ptx_loss"] == rows_b[-1]["ptx_loss"] and "pretrain_val_loss" in rows_a[-1]
+    # the policy-gradient norm before the pretraining term is added, beside the whole update's
+    assert rows_a[1]["rl_grad_norm"] > 0 and rows_a[1]["rl_grad_norm"] != rows_a[1]["grad_norm"]
     v = full / "value"
     assert (v / "model.safetensors").is_file() and json.loads((v / "config.json").read_text())["reward_std"] == 1.0
 

@@ -736,6 +736,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                                          ("entropy", (entropy * m).sum() / n_tok)):
                             mb[key] = mb.get(key, 0.0) + float(val.detach())
                     if ptx_batches is not None:  # PPO-ptx: pretraining gradients accumulated into the same policy update
+                        mb["rl_grad_norm"] = _grad_norm(opt_policy)  # before the pretraining term (this rank's, unsynced)
                         ptx_x, ptx_y = (x.to(dev) for x in ptx_batches.next_batch())
                         parts = list(_chunks(ptx_x.shape[0], math.ceil(ptx_x.shape[0] / cfg.grad_accum)))
                         for j, sl in enumerate(parts):
@@ -883,6 +884,14 @@ class _sync:
         if self.ctx is not None:
             return self.ctx.__exit__(*a)
         return False
+
+
+def _grad_norm(opt: Any) -> float:
+    """The global L2 norm of the gradients the optimiser holds now (no clipping)."""
+    import torch
+
+    grads = [p.grad.detach().float().norm() for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
 
 
 def _clip_step(module: Any, opt: Any, clip: float, where: str) -> float:
