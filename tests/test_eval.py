@@ -76,7 +76,8 @@ def test_report_escapes_model_text_and_table_formats():
 
 
 def test_paired_gold_gain_on_fixed_inputs():
-    from instructgpt.stages.evaluate import gain_summary, paired_gain
+    from instructgpt.evaluation import paired_gain
+    from instructgpt.stages.evaluate import gain_summary
 
     g = paired_gain([0.5, 1.0, 0.25, 0.75], [0.5, 0.5, 0.5, 0.25])  # differences 0, 0.5, -0.25, 0.5
     assert g["n"] == 4 and g["mean"] == pytest.approx(0.1875)

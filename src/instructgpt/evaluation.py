@@ -1,6 +1,7 @@
 """Evaluation maths and measurements that do not depend on where the responses came from.
 
-- win rates with 95% confidence intervals (Wilson score interval, ties counted as half a win);
+- win rates with 95% confidence intervals (Wilson score interval, ties counted as half a win), and paired score
+  differences with their standard error;
 - language-modelling loss on held-out text (the alignment tax) and multiple-choice probe accuracy by log-likelihood;
 - sampling a model's answers and scoring them with the built-in world's gold judge.
 """
@@ -97,6 +98,17 @@ def probe_accuracy(model: Any, tok: Any, probes: Sequence[dict]) -> float:
         scores = choice_logprobs(model, tok, p["prefix"], p["choices"])
         right += int(max(range(len(scores)), key=scores.__getitem__) == p["answer"])
     return right / len(probes)
+
+
+def paired_gain(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Mean of the paired differences ``a - b`` (the same prompts), its standard error and the number of pairs."""
+    d = [x - y for x, y in zip(a, b)]
+    n = len(d)
+    if n == 0:
+        return {"mean": None, "se": None, "n": 0}
+    mu = sum(d) / n
+    se = math.sqrt(sum((x - mu) ** 2 for x in d) / (n - 1) / n) if n > 1 else None
+    return {"mean": round(mu, 6), "se": None if se is None else round(se, 6), "n": n}
 
 
 def sample_and_judge(sampler: Any, tok: Any, prompt_ids: list[list[int]], records: list[dict], judge: Any,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, check_positive, field, save_config
 from ..errors import UserError
-from ..evaluation import heldout_lm_loss, mean, probe_accuracy, win_rate
+from ..evaluation import heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
 from ..rundir import begin_output, finish_output, is_complete, read_host
 
 RESULTS_SCHEMA_VERSION = 1
@@ -284,17 +283,6 @@ def run(cfg: EvalConfig) -> Path:
     return final
 
 
-def paired_gain(a: list[float], b: list[float]) -> dict:
-    """Mean of the paired differences ``a - b`` (the same prompts), its standard error and the number of pairs."""
-    d = [x - y for x, y in zip(a, b)]
-    n = len(d)
-    if n == 0:
-        return {"mean": None, "se": None, "n": 0}
-    mu = sum(d) / n
-    se = math.sqrt(sum((x - mu) ** 2 for x in d) / (n - 1) / n) if n > 1 else None
-    return {"mean": round(mu, 6), "se": None if se is None else round(se, 6), "n": n}
-
-
 def _labelers_judge(labelers: list, recs: list[dict], answers: list[str], sft: list[str], seed: int) -> tuple[list[float], list[int]]:
     """Each prompt's held-out labeler (round robin, a noise draw fixed by the seed and the prompt's position) compares the
     answer with SFT's (1, 0 or 0.5) and rates it 1-7: the same judgement for every model and for the reference."""
@@ -410,14 +398,14 @@ def _run_config(run: Path | None, cfg: EvalConfig) -> dict:
 
 def gain_summary(results: dict) -> str:
     """One line: each fine-tuned model's paired gold-score gain over SFT on all held-out prompts ('' without a world)."""
-    parts = []
+    parts, n = [], 0
     for name, m in results["models"].items():
         g = m.get("gold_gain_vs_sft") or {}
         if name != "sft" and m.get("mode") == "chat" and g.get("mean") is not None and g.get("se") is not None:
             parts.append(f"{name} {g['mean']:+.3f} +- {g['se']:.3f}")
+            n = n or g["n"]
     if not parts:
         return ""
-    n = next(m["gold_gain_vs_sft"]["n"] for k, m in results["models"].items() if k != "sft" and (m.get("gold_gain_vs_sft") or {}).get("n"))
     floor = (results["models"].get("sft", {}).get("gold_gain_vs_sft") or {}).get("mean")
     tail = f"; SFT's second sample {floor:+.3f}" if floor is not None else ""
     return f"gold gain over SFT, paired on all {n} held-out prompts (+- 1 SE): " + ", ".join(parts) + tail

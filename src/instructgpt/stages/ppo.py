@@ -886,12 +886,17 @@ class _sync:
         return False
 
 
+def _with_grad(opt: Any) -> list:
+    """The optimiser's parameters that hold a gradient."""
+    return [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+
+
 def _grad_norm(opt: Any) -> float:
     """The global L2 norm of the gradients the optimiser holds now (no clipping)."""
     import torch
 
-    grads = [p.grad.detach().float().norm() for g in opt.param_groups for p in g["params"] if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
+    norms = [p.grad.detach().float().norm() for p in _with_grad(opt)]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def _clip_step(module: Any, opt: Any, clip: float, where: str) -> float:
@@ -900,8 +905,7 @@ def _clip_step(module: Any, opt: Any, clip: float, where: str) -> float:
 
     from ..train import check_finite
 
-    params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-    gn = float(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")))
+    gn = float(torch.nn.utils.clip_grad_norm_(_with_grad(opt), clip if clip > 0 else float("inf")))
     check_finite("gradient norm", gn, where)
     opt.step()
     opt.zero_grad(set_to_none=True)
