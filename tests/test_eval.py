@@ -54,7 +54,7 @@ def test_probe_accuracy_and_heldout_loss_on_a_tiny_model(tiny_model_dir):
 
 def test_report_escapes_model_text_and_table_formats():
     from instructgpt.report.html import render
-    from instructgpt.stages.evaluate import format_table
+    from instructgpt.report.text import format_table
 
     m = {"win_rate_vs_sft": 0.6, "win_rate_ci95": [0.5, 0.7], "gold_score_mean": 0.8, "likert_mean": 5.0}
     results = {
@@ -77,7 +77,7 @@ def test_report_escapes_model_text_and_table_formats():
 
 def test_paired_gold_gain_on_fixed_inputs():
     from instructgpt.evaluation import paired_gain
-    from instructgpt.stages.evaluate import gain_summary
+    from instructgpt.report.text import gain_summary
 
     g = paired_gain([0.5, 1.0, 0.25, 0.75], [0.5, 0.5, 0.5, 0.25])  # differences 0, 0.5, -0.25, 0.5
     assert g["n"] == 4 and g["mean"] == pytest.approx(0.1875)

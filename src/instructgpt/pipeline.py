@@ -319,7 +319,7 @@ def _run(cfg: RunConfig, run_dir: Path) -> Path:
             break
     results = run_dir / "eval" / "results.json"
     if results.is_file() and not cfg.stop_after and not eval_ran:  # evaluation prints its table when it runs
-        from .stages.evaluate import format_table
+        from .report.text import format_table
 
         print(format_table(json.loads(results.read_text())))
     print(f"igpt run: done in {_fmt_time(time.time() - total0)} (this invocation); report: {run_dir / 'eval' / 'report.html'}", file=sys.stderr)

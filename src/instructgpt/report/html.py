@@ -11,6 +11,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from .text import gain_summary
+
 ORDER = ["pretrained", "pretrained_prompted", "sft", "ppo", "ppo_ptx"]
 LABELS = {"pretrained": "GPT (pretrained)", "pretrained_prompted": "GPT prompted", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx"}
 COLORS = {"pretrained": "#9aa5b1", "pretrained_prompted": "#6c7a89", "sft": "#4c9f70", "ppo": "#e08a2e", "ppo_ptx": "#c8102e"}
@@ -178,8 +180,6 @@ def render(results: dict) -> str:
                                   ("repetition", "repetition_rate"), ("hallucination (closed domain)", "hallucination_rate"), ("truthful (false premise)", "truthful_rate"),
                                   ("harmful compliance", "harmful_compliance_rate"), ("toxic, respectful prompt", "toxicity_rate_respectful"), ("toxic, plain prompt", "toxicity_rate_plain")]))
     parts.append("<p class='note'>The RM score beside the gold score shows over-optimisation: a policy can raise the reward model's score while the gold score stalls or falls.</p>")
-    from ..stages.evaluate import gain_summary
-
     gains = gain_summary(results)
     if gains:
         parts.append(f"<p class='note'>{e(gains[0].upper() + gains[1:])}. Each model's answers to every held-out prompt of every set, "

@@ -1,0 +1,58 @@
+"""The evaluation's results as plain text: the terminal table that ``igpt eval`` and ``igpt run`` print, and the one-line
+summary of the paired gold gains, which the HTML report shows too."""
+
+from __future__ import annotations
+
+
+def gain_summary(results: dict) -> str:
+    """One line: each fine-tuned model's paired gold-score gain over SFT on all held-out prompts ('' without a world)."""
+    parts, n = [], 0
+    for name, m in results["models"].items():
+        g = m.get("gold_gain_vs_sft") or {}
+        if name != "sft" and m.get("mode") == "chat" and g.get("mean") is not None and g.get("se") is not None:
+            parts.append(f"{name} {g['mean']:+.3f} +- {g['se']:.3f}")
+            n = n or g["n"]
+    if not parts:
+        return ""
+    floor = (results["models"].get("sft", {}).get("gold_gain_vs_sft") or {}).get("mean")
+    tail = f"; SFT's second sample {floor:+.3f}" if floor is not None else ""
+    return f"gold gain over SFT, paired on all {n} held-out prompts (+- 1 SE): " + ", ".join(parts) + tail
+
+
+def format_table(results: dict) -> str:
+    """The terminal summary: one row per model."""
+    cols = [("win vs SFT", "win_rate_vs_sft", "{:.2f}"), ("95% CI", "win_rate_ci95", None), ("likert", "likert_mean", "{:.2f}"),
+            ("gold", "gold_score_mean", "{:.2f}"), ("RM", "rm_score_mean", "{:+.2f}"), ("halluc.", "hallucination_rate", "{:.2f}"),
+            ("harmful", "harmful_compliance_rate", "{:.2f}"), ("toxic(resp.)", "toxicity_rate_respectful", "{:.2f}"),
+            ("asks Q", "continues_with_question_rate", "{:.2f}"), ("truthful", "truthful_rate", "{:.2f}"),
+            ("LM loss", "pretrain_val_loss", "{:.3f}"), ("probes", "probe_accuracy", "{:.2f}")]
+    head = f"{'model':<20}" + "".join(f"{c[0]:>13}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for name, m in results["models"].items():
+        cells = []
+        for _, key, fmt in cols:
+            v = m.get(key)
+            if v is None:
+                cells.append("-")
+            elif key == "win_rate_ci95":
+                cells.append(f"[{v[0]:.2f},{v[1]:.2f}]" if v[0] is not None else "-")
+            else:
+                cells.append(fmt.format(v))
+        lines.append(f"{name:<20}" + "".join(f"{c:>13}" for c in cells))
+    ref = results.get("reference")
+    if ref and ref.get("win_rate_vs_sft") is not None:
+        lo, hi = ref["win_rate_ci95"]
+        lines.append(f"ceiling: the world's reference answers win {ref['win_rate_vs_sft']:.2f} [{lo:.2f},{hi:.2f}] against SFT's "
+                     f"(gold {ref['gold_score_mean']:.2f}); no policy can expect more from these labelers")
+    gains = gain_summary(results)
+    if gains:
+        lines.append(gains)
+    rm = results.get("reward_model", {})
+    if rm.get("accuracy_heldout_labelers") is not None:
+        lines.append(
+            f"reward model: accuracy {rm.get('accuracy_train_labelers') or float('nan'):.3f} (training labelers), "
+            f"{rm['accuracy_heldout_labelers']:.3f} (held-out labelers); labeler agreement {rm.get('labeler_agreement') or float('nan'):.3f}"
+        )
+    if results.get("judged_by") == "reward_model_proxy":
+        lines.append("note: no built-in world, so the reward model judged the win rates: a proxy, not human judgement")
+    return "\n".join(lines)
