@@ -132,6 +132,8 @@ def test_ppo_and_ppo_ptx_side_by_side(tiny_run, tmp_path, capsys):
         assert (run / "logs" / f"{name}.log").is_file() and timings[name] > 0  # the stage's warnings and errors
         steps = [json.loads(x)["step"] for x in (run / name / "metrics.jsonl").read_text().splitlines()]
         assert steps[-1] == PPOConfig.presets["tiny"]["steps"]
+        log = (run / "logs" / f"{name}.log").read_text()  # and its progress bar, in whole lines
+        assert "\r" not in log and f"{steps[-1]}/{steps[-1]}" in [ln for ln in log.splitlines() if ln.startswith(name + ":")][-1]
 
 
 def test_side_by_side_failure_is_one_line_per_stage(tiny_run, tmp_path, capsys):

@@ -72,6 +72,17 @@ def test_pretraining_lowers_loss_and_saves_hf_folder(toy_corpus, tiny_tokenizer_
         assert torch.allclose(model(ids).logits, ours(ids).logits, atol=1e-6)
 
 
+def test_progress_bar_in_a_log_file_writes_whole_lines(toy_corpus, tiny_tokenizer_dir, tmp_path, capsys):
+    """Standard error that is not a terminal (a log file, nohup, a scheduler) gets the bar as separate lines, at most
+    one per 30 seconds plus the first and the last, not one carriage-return redraw per step."""
+    pretrain(cfg(toy_corpus, tiny_tokenizer_dir, tmp_path / "pt", max_steps=12, progress=True))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    bars = [ln for ln in err.splitlines() if ln.startswith("pretrain")]
+    assert 2 <= len(bars) <= 3, bars
+    assert "12/12" in bars[-1] and "loss=" in bars[-1]
+
+
 def test_resume_equals_uninterrupted(toy_corpus, tiny_tokenizer_dir, tmp_path):
     import torch
     from safetensors.torch import load_file

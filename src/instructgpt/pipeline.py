@@ -187,8 +187,9 @@ def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dic
         print(f"  > {name:<12} running{_resuming(run_dir / name)} side by side, {threads} thread{'s' * (threads > 1)}, log {logs / (name + '.log')}", file=sys.stderr)
         err = logs / f"{name}.error"
         err.unlink(missing_ok=True)
-        p = ctx.Process(target=_stage_child, args=(mod.__name__, dataclasses.replace(sub, progress=False), threads,
-                                                   str(logs / f"{name}.log"), str(err)), name=f"igpt-{name}")
+        # the child's progress bar goes to its log, a line every 30 seconds (train.progress, not a terminal)
+        p = ctx.Process(target=_stage_child, args=(mod.__name__, sub, threads, str(logs / f"{name}.log"), str(err)),
+                        name=f"igpt-{name}")
         p.start()
         procs[name] = (p, time.time(), err)
     failures, t_group = [], time.time()

@@ -353,13 +353,32 @@ def truncate_metrics(path: str | Path, max_step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
+class _LogLines:
+    """A progress bar's stream for a log file: each redraw on a line of its own (tqdm redraws with a carriage return,
+    which a log file keeps as one ever-growing line)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, s: str) -> None:
+        s = s.replace("\r", "\n").replace("\x1b[A", "")
+        lines = [ln for ln in s.split("\n") if ln.strip()]
+        if lines:
+            self.stream.write("\n".join(lines) + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, unit: str = "step") -> Any:
+    """A progress bar on standard error: on a terminal it redraws every second; in a log file (not a terminal) it writes
+    a line every 30 seconds. Callers set the postfix with ``refresh=False`` so only ``update`` decides when to draw."""
     from tqdm.auto import tqdm
 
-    # on a terminal the bar redraws every second; in a log file, a line every 30 seconds is enough
-    interval = 1.0 if sys.stderr.isatty() else 30.0
+    tty = sys.stderr.isatty()
     return tqdm(
-        total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, file=sys.stderr, mininterval=interval
+        total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=tty,
+        file=sys.stderr if tty else _LogLines(sys.stderr), mininterval=1.0 if tty else 30.0, ascii=None if tty else True,
     )
 
 
