@@ -378,7 +378,8 @@ def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, unit
     tty = sys.stderr.isatty()
     return tqdm(
         total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=tty,
-        file=sys.stderr if tty else _LogLines(sys.stderr), mininterval=1.0 if tty else 30.0, ascii=None if tty else True,
+        file=sys.stderr if tty else _LogLines(sys.stderr), mininterval=1.0 if tty else 30.0, maxinterval=10.0 if tty else 60.0,
+        ascii=None if tty else True,
     )
 
 
