@@ -260,3 +260,20 @@ def test_cli_help_lists_the_options(capsys):
     for flag in ("--ptx-coef", "--kl-coef", "--target-kl", "--value-head-on-policy", "--ppo-epochs", "--no-eos-penalty"):
         assert flag in text
     assert math.isclose(PPOConfig().kl_coef, 0.02) and PPOConfig().lam == 0.95 and PPOConfig().adam_eps == 1e-5
+
+
+def test_adaptive_kl_horizon_note_when_the_controller_cannot_act():
+    """Ziegler et al.'s horizon (10,000 episodes) leaves beta where it started in a CPU-sized run: PPO says so, once."""
+    short = build_config(PPOConfig, "default", overrides={"target_kl": 1.0, "steps": 60})
+    note = ppo.kl_horizon_note(short)
+    assert note is not None and "at most x1.04" in note and "--kl-horizon 480" in note and "1920 episodes" in note
+    assert "3840 episodes" in ppo.kl_horizon_note(short, world_size=2)  # every rank's episodes count
+    assert ppo.kl_horizon_note(build_config(PPOConfig, "default", overrides={"target_kl": 1.0, "steps": 60, "kl_horizon": 480})) is None
+    assert ppo.kl_horizon_note(build_config(PPOConfig, "default", overrides={"steps": 60})) is None  # fixed beta: nothing to say
+    # the controller itself: with the suggested horizon, 60 steps of KL far above target double beta at least
+    from instructgpt.rl import kl_controller
+
+    ctl = kl_controller(0.02, 1.0, 480)
+    for _ in range(60):
+        ctl.update(4.0, 32)
+    assert ctl.beta >= 0.04

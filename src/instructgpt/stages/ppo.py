@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -143,6 +144,22 @@ def validate(cfg: PPOConfig) -> None:
         raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
     if cfg.target_kl > 0 and cfg.kl_horizon <= 0:
         raise UserError(f"--kl-horizon: must be > 0 with --target-kl, got {cfg.kl_horizon}")
+
+
+def kl_horizon_note(cfg: PPOConfig, world_size: int = 1) -> str | None:
+    """A one-line note when the adaptive KL controller cannot act within the run: its horizon is in episodes (Ziegler et
+    al.: 10,000, at 512 episodes a step), and each step moves beta by at most a factor 1 + 0.2 x episodes / horizon, so
+    a short run with the default horizon leaves beta where it started."""
+    if cfg.target_kl <= 0:
+        return None
+    per_step = cfg.batch_size * world_size
+    reach = (1.0 + 0.2 * per_step / cfg.kl_horizon) ** cfg.steps
+    if reach >= 2.0:
+        return None
+    total = per_step * cfg.steps
+    return (f"ppo: --target-kl {cfg.target_kl:g} with --kl-horizon {cfg.kl_horizon}: over {cfg.steps} steps of {per_step} "
+            f"episodes beta can change by at most x{reach:.2f}; a horizon of about a quarter of the run's {total} episodes "
+            f"(--kl-horizon {max(1, total // 4)}) lets the controller act")
 
 
 def resolve_paths(cfg: PPOConfig, have_reward_fn: bool = False) -> dict[str, Any]:
@@ -612,6 +629,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 g["params"] = [p for p in g["params"] if id(p) not in head_ids]
             opt_policy.add_param_group({"params": list(value_head.parameters()), "weight_decay": 0.0, "lr_scale": cfg.value_lr / cfg.lr})
         kl_ctl = rl.kl_controller(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+        note = kl_horizon_note(cfg, d.world_size)
+        if note and d.is_main:
+            print(note, file=sys.stderr)
         stream = PromptStream(len(prompt_ids), cfg.batch_size, cfg.seed, d.rank, d.world_size)
 
         models = {"policy": policy} | ({"value": value_module} if value_module is not None else {})
