@@ -83,6 +83,22 @@ def test_progress_bar_in_a_log_file_writes_whole_lines(toy_corpus, tiny_tokenize
     assert "12/12" in bars[-1] and "loss=" in bars[-1]
 
 
+def test_progress_lines_in_a_log_file_do_not_repeat_the_closing_redraw():
+    import io
+
+    from instructgpt.train import _LogLines
+
+    out = io.StringIO()
+    log = _LogLines(out)
+    log.write("\rppo:   0%|          | 0/20 [00:00<?, ?step/s]")
+    log.write("\rppo: 100%|##########| 20/20 [02:12<00:00,  6.70s/step, kl=0.25]")
+    log.write("\rppo: 100%|##########| 20/20 [02:12<00:00,  6.64s/step, kl=0.25]\n")  # tqdm's close
+    log.write("\rrm:   0%|          | 0/25 [00:00<?, ?step/s]\x1b[A")
+    assert out.getvalue().splitlines() == ["ppo:   0%|          | 0/20 [00:00<?, ?step/s]",
+                                           "ppo: 100%|##########| 20/20 [02:12<00:00,  6.70s/step, kl=0.25]",
+                                           "rm:   0%|          | 0/25 [00:00<?, ?step/s]"]
+
+
 def test_resume_equals_uninterrupted(toy_corpus, tiny_tokenizer_dir, tmp_path):
     import torch
     from safetensors.torch import load_file

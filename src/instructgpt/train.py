@@ -359,10 +359,16 @@ class _LogLines:
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
+        self.last = ""  # the last line's count ("sft:  40%|####  | 428/1069"), so the closing redraw is not repeated
 
     def write(self, s: str) -> None:
         s = s.replace("\r", "\n").replace("\x1b[A", "")
-        lines = [ln for ln in s.split("\n") if ln.strip()]
+        lines = []
+        for ln in s.split("\n"):
+            key = ln.split(" [", 1)[0].strip()
+            if key and key != self.last:
+                lines.append(ln)
+                self.last = key
         if lines:
             self.stream.write("\n".join(lines) + "\n")
 
