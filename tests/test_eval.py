@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from instructgpt.evaluation import choice_logprobs, heldout_lm_loss, probe_accuracy, wilson_interval, win_rate
+from instructgpt.evaluation import choice_logprobs, continuation_logprobs, heldout_lm_loss, probe_accuracy, wilson_interval, win_rate
 
 
 def test_wilson_interval_matches_hand_computation():
@@ -48,6 +48,17 @@ def test_probe_accuracy_and_heldout_loss_on_a_tiny_model(tiny_model_dir):
         assert lp == pytest.approx(expect, abs=1e-4)
     probes = [{"prefix": "The capital of Alba is", "choices": [" Mira", " Toln city"], "answer": int(lps[1] > lps[0])}]
     assert probe_accuracy(model, tok, probes) == 1.0
+    # batched scoring (sequences of different lengths, left-padded together, in the caller's order) equals one at a time
+    pairs = [("Alba", " is a country."), ("The capital of Alba is", " Mira"), ("Mira", " is"), ("Toln city lies in the north of", " Alba")]
+    batched = continuation_logprobs(model, tok, pairs, batch_size=3)
+    assert batched == pytest.approx([continuation_logprobs(model, tok, [p], batch_size=1)[0] for p in pairs], abs=1e-4)
+    for (prefix, cont), lp in zip(pairs, batched):
+        pre, cid = tok(prefix, add_special_tokens=False)["input_ids"], tok(cont, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([pre + cid])).logits[0, :-1].float(), -1)
+        assert lp == pytest.approx(sum(float(logp[len(pre) - 1 + i, t]) for i, t in enumerate(cid)), abs=1e-4)
+    many = [{"prefix": a, "choices": [b, " Mira"], "answer": 0} for a, b in pairs]
+    assert probe_accuracy(model, tok, many, batch_size=1) == probe_accuracy(model, tok, many, batch_size=64)
     loss = heldout_lm_loss(model, tok, ["The capital of Alba is Mira."] * 20, seq_len=16, max_tokens=200)
     assert 0 < loss < 2 * math.log(len(tok))
 

@@ -110,3 +110,36 @@ def test_static_engine_refuses_other_architectures():
     assert len(r.response_ids[0]) == 3
     with pytest.raises(ValueError):
         TorchSampler(model, 0, engine="static").generate([[3, 4]], SamplingParams(max_new_tokens=2))
+
+
+def test_nucleus_filter_keeps_the_same_tokens_as_a_full_sort(monkeypatch):
+    """Top-p looks among the top 64 logits first and sorts the whole vocabulary only when a row's nucleus reaches
+    beyond them; either way it keeps the smallest prefix of the sorted distribution whose mass reaches top_p."""
+    import torch
+
+    from instructgpt import sampling
+
+    def full_sort(logits, top_p):
+        s, idx = torch.sort(logits, descending=True, dim=-1)
+        p = torch.softmax(s, dim=-1)
+        s = s.masked_fill((p.cumsum(-1) - p) > top_p, float("-inf"))
+        return torch.full_like(logits, float("-inf")).scatter(-1, idx, s)
+
+    gen = torch.Generator().manual_seed(0)
+    peaked = torch.randn(32, 3000, generator=gen) * 8  # nuclei of a few tokens: the partial sort
+    flat = torch.randn(32, 3000, generator=gen) * 0.5  # nuclei of thousands: the full sort
+    mixed = torch.cat([peaked[:16], flat[:16]])
+    small = torch.randn(8, 40, generator=gen) * 3  # a vocabulary smaller than 64
+    for logits in (peaked, flat, mixed, small):
+        for top_p in (0.5, 0.9, 0.95):
+            fast = sampling._filter_logits(logits, 0, top_p)
+            ref = full_sort(logits, top_p)
+            assert torch.equal(torch.isinf(fast), torch.isinf(ref))
+            assert torch.equal(fast[~torch.isinf(fast)], logits[~torch.isinf(fast)])  # kept logits are untouched
+    expected = full_sort(peaked, 0.9)
+
+    def no_sort(*a, **k):
+        raise AssertionError("a peaked distribution needs no full sort")
+
+    monkeypatch.setattr(torch, "sort", no_sort)
+    assert torch.equal(torch.isinf(sampling._filter_logits(peaked, 0, 0.9)), torch.isinf(expected))

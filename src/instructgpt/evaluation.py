@@ -68,34 +68,50 @@ def heldout_lm_loss(model: Any, tok: Any, documents: Sequence[str], seq_len: int
     return total / count
 
 
-def choice_logprobs(model: Any, tok: Any, prefix: str, choices: Sequence[str]) -> list[float]:
-    """Sum of log-probabilities of each choice's tokens after ``prefix``."""
+def continuation_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> list[float]:
+    """For each (prefix, continuation): the sum of the log-probabilities of the continuation's tokens after the prefix.
+    Sequences of similar length are scored together, left-padded (positions count real tokens only)."""
     import torch
 
     from .sampling import left_pad, position_ids_from_mask
 
-    pre = tok(prefix, add_special_tokens=False)["input_ids"]
     seqs, spans = [], []
-    for c in choices:
-        cid = tok(c, add_special_tokens=False)["input_ids"]
+    for prefix, cont in pairs:
+        pre = tok(prefix, add_special_tokens=False)["input_ids"]
+        cid = tok(cont, add_special_tokens=False)["input_ids"]
         seqs.append(pre + cid)
         spans.append(len(cid))
     dev = next(model.parameters()).device
-    ids, mask = left_pad(seqs, tok.pad_token_id, dev)
+    out = [0.0] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits.float()
-    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return [float(logp[i, -spans[i]:].sum()) for i in range(len(seqs))]
+        for s in range(0, len(order), batch_size):
+            rows = order[s : s + batch_size]
+            ids, mask = left_pad([seqs[i] for i in rows], tok.pad_token_id, dev)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            for j, i in enumerate(rows):
+                out[i] = float(logp[j, -spans[i]:].sum())
+    return out
 
 
-def probe_accuracy(model: Any, tok: Any, probes: Sequence[dict]) -> float:
-    """Share of multiple-choice probes whose right answer has the highest log-likelihood."""
+def choice_logprobs(model: Any, tok: Any, prefix: str, choices: Sequence[str]) -> list[float]:
+    """Sum of log-probabilities of each choice's tokens after ``prefix``."""
+    return continuation_logprobs(model, tok, [(prefix, c) for c in choices])
+
+
+def probe_accuracy(model: Any, tok: Any, probes: Sequence[dict], batch_size: int = 64) -> float:
+    """Share of multiple-choice probes whose right answer has the highest log-likelihood (all probes' choices are
+    scored in batches)."""
     if not probes:
         return float("nan")
     model.eval()
-    right = 0
+    pairs = [(p["prefix"], c) for p in probes for c in p["choices"]]
+    flat = continuation_logprobs(model, tok, pairs, batch_size)
+    right, k = 0, 0
     for p in probes:
-        scores = choice_logprobs(model, tok, p["prefix"], p["choices"])
+        scores = flat[k : k + len(p["choices"])]
+        k += len(p["choices"])
         right += int(max(range(len(scores)), key=scores.__getitem__) == p["answer"])
     return right / len(probes)
 

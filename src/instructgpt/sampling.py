@@ -71,13 +71,23 @@ def _filter_logits(logits: Any, top_k: int, top_p: float) -> Any:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
+        # a trained model's nucleus is a handful of tokens: look among the top 64 first (a partial sort), and sort the
+        # whole vocabulary only when some row's nucleus reaches beyond them
+        k = min(_NUCLEUS_K, logits.shape[-1])
+        top_logits, idx = torch.topk(logits, k, dim=-1)
+        probs = (top_logits - torch.logsumexp(logits, dim=-1, keepdim=True)).exp()
         cum = probs.cumsum(-1)
+        if k == logits.shape[-1] or not bool((cum[..., -1] > top_p).all()):
+            top_logits, idx = torch.sort(logits, descending=True, dim=-1)
+            probs = torch.softmax(top_logits, dim=-1)
+            cum = probs.cumsum(-1)
         drop = (cum - probs) > top_p  # keep the smallest prefix whose mass reaches top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+        top_logits = top_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, top_logits)
     return logits
+
+
+_NUCLEUS_K = 64
 
 
 def _forward_kwargs(model: Any) -> tuple[str, bool]:
