@@ -182,7 +182,7 @@ def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dic
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     ctx = mp.get_context("spawn")
-    procs = {}
+    procs, t_group = {}, time.time()  # the group's clock starts before the first child's
     for name, mod, sub in group:
         print(f"  > {name:<12} running{_resuming(run_dir / name)} side by side, {threads} thread{'s' * (threads > 1)}, log {logs / (name + '.log')}", file=sys.stderr)
         err = logs / f"{name}.error"
@@ -192,7 +192,7 @@ def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dic
                         name=f"igpt-{name}")
         p.start()
         procs[name] = (p, time.time(), err)
-    failures, t_group = [], time.time()
+    failures: list[str] = []
     total_steps = {name: int(getattr(sub, "steps", 0)) for name, _, sub in group}
     live = sys.stderr.isatty()  # a status line that rewrites itself, on a terminal only
     try:
