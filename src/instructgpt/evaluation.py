@@ -69,29 +69,17 @@ def heldout_lm_loss(model: Any, tok: Any, documents: Sequence[str], seq_len: int
 
 
 def continuation_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> list[float]:
-    """For each (prefix, continuation): the sum of the log-probabilities of the continuation's tokens after the prefix.
-    Sequences of similar length are scored together, left-padded (positions count real tokens only)."""
-    import torch
+    """For each (prefix, continuation): the sum of the log-probabilities of the continuation's tokens after the prefix,
+    scored in batches of similar lengths by ``sampling.forward_logprobs``."""
+    from .sampling import forward_logprobs
 
-    from .sampling import left_pad, position_ids_from_mask
-
-    seqs, spans = [], []
-    for prefix, cont in pairs:
-        pre = tok(prefix, add_special_tokens=False)["input_ids"]
-        cid = tok(cont, add_special_tokens=False)["input_ids"]
-        seqs.append(pre + cid)
-        spans.append(len(cid))
-    dev = next(model.parameters()).device
-    out = [0.0] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            rows = order[s : s + batch_size]
-            ids, mask = left_pad([seqs[i] for i in rows], tok.pad_token_id, dev)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            for j, i in enumerate(rows):
-                out[i] = float(logp[j, -spans[i]:].sum())
+    pres = [tok(prefix, add_special_tokens=False)["input_ids"] for prefix, _ in pairs]
+    conts = [tok(cont, add_special_tokens=False)["input_ids"] for _, cont in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: (len(pres[i]), len(conts[i])))
+    lps = forward_logprobs(model, [pres[i] for i in order], [conts[i] for i in order], tok.pad_token_id, batch_size=batch_size)
+    out = [0.0] * len(pairs)
+    for j, i in enumerate(order):
+        out[i] = float(sum(lps[j]))
     return out
 
 

@@ -64,6 +64,9 @@ def position_ids_from_mask(mask: Any) -> Any:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+_NUCLEUS_K = 64  # top-p looks for the nucleus among this many logits before sorting the whole vocabulary
+
+
 def _filter_logits(logits: Any, top_k: int, top_p: float) -> Any:
     import torch
 
@@ -85,9 +88,6 @@ def _filter_logits(logits: Any, top_k: int, top_p: float) -> Any:
         top_logits = top_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, top_logits)
     return logits
-
-
-_NUCLEUS_K = 64
 
 
 def _forward_kwargs(model: Any) -> tuple[str, bool]:

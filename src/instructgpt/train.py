@@ -378,11 +378,15 @@ class _LogLines:
 
 def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, unit: str = "step") -> Any:
     """A progress bar on standard error: on a terminal it redraws every second; in a log file (not a terminal) it writes
-    a line every 30 seconds. Callers set the postfix with ``refresh=False`` so only ``update`` decides when to draw."""
+    a line every 30 seconds. Setting the postfix does not redraw it: only ``update`` decides when to draw."""
     from tqdm.auto import tqdm
 
+    class Bar(tqdm):
+        def set_postfix(self, ordered_dict: Any = None, refresh: bool = False, **kwargs: Any) -> None:
+            super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
     tty = sys.stderr.isatty()
-    return tqdm(
+    return Bar(
         total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=tty,
         file=sys.stderr if tty else _LogLines(sys.stderr), mininterval=1.0 if tty else 30.0, maxinterval=10.0 if tty else 60.0,
         ascii=None if tty else True,

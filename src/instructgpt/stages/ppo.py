@@ -807,7 +807,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             row["episodes_per_s"] = B * d.world_size / max(time.time() - t_start, 1e-9)
             log.log(step, **row)
             bar.set_postfix(score=f"{mean_score:.3f}", kl=f"{seq_kl:.2f}", beta=f"{beta_used:.3g}",
-                            gold=f"{last_gold:.3f}" if last_gold is not None else "-", refresh=False)
+                            gold=f"{last_gold:.3f}" if last_gold is not None else "-")
             bar.update(1)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop:
                 if d.is_main:

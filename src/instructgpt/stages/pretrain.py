@@ -227,7 +227,7 @@ def run(cfg: PretrainConfig) -> Path:
                 with open(work / "samples.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": step, "samples": samples}) + "\n")
             log.log(step, **row)
-            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop or last:
                 if d.is_main:

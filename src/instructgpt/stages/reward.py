@@ -468,7 +468,7 @@ def run(cfg: RewardConfig) -> Path:
                 row.update({f"eval_{k}": v for k, v in ev.items() if v is not None})
             log.log(step, **row)
             bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{row['acc']:.2f}",
-                            eval=f"{ev.get('accuracy_all'):.2f}" if ev.get("accuracy_all") is not None else "-", refresh=False)
+                            eval=f"{ev.get('accuracy_all'):.2f}" if ev.get("accuracy_all") is not None else "-")
             bar.update(1)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop:
                 if d.is_main:

@@ -468,7 +468,7 @@ def run(cfg: SFTConfig) -> Path:
                 row["ptx_loss"] = ptx_sum / ptx_tokens_now
                 row["ptx_token_share"] = ptx_tokens_now / denom
             log.log(step, **row)
-            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
             at_epoch_end = step in epoch_end
             if at_epoch_end or (cfg.eval_every and step % cfg.eval_every == 0):
