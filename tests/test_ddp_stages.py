@@ -258,28 +258,30 @@ def test_ppo_ddp_two_processes(tiny_model_dir, ppo_rm_dir, ppo_prompts, toy_corp
 TOKEN_WEIGHT_SCRIPT = r'''
 import json, sys
 import torch
-import torch.distributed as dist
 from instructgpt.stages.ppo import _global_explained_variance, _global_stats, _minibatch_tokens
-from instructgpt.train import init_distributed
+from instructgpt.train import in_process_group
 
-d = init_distributed("cpu")
-torch.manual_seed(0)
-lin = torch.nn.Linear(3, 1, bias=False)
-model = torch.nn.parallel.DistributedDataParallel(lin)
-# rank 0 has 2 real tokens, rank 1 has 5: a per-rank mean would weigh rank 0's tokens 2.5x more
-x = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(1))[d.rank]
-mask = torch.zeros(7)
-mask[: 2 if d.rank == 0 else 5] = 1.0
-n = _minibatch_tokens(mask, d)
-loss = (model(x).squeeze(-1) * mask).sum() / n
-loss.backward()
-vals = torch.randn(2, 7, generator=torch.Generator().manual_seed(2))
-rets = torch.randn(2, 7, generator=torch.Generator().manual_seed(3))
-ev = _global_explained_variance(vals[d.rank : d.rank + 1], rets[d.rank : d.rank + 1], mask[None], d)
-vmean = float(_global_stats(vals[d.rank : d.rank + 1], mask[None], d)[0])
-if d.rank == 0:
-    json.dump({"grad": lin.weight.grad.tolist(), "n": float(n), "ev": ev, "value_mean": vmean}, open(sys.argv[1], "w"))
-dist.destroy_process_group()
+
+def body(d):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 1, bias=False)
+    model = torch.nn.parallel.DistributedDataParallel(lin)
+    # rank 0 has 2 real tokens, rank 1 has 5: a per-rank mean would weigh rank 0's tokens 2.5x more
+    x = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(1))[d.rank]
+    mask = torch.zeros(7)
+    mask[: 2 if d.rank == 0 else 5] = 1.0
+    n = _minibatch_tokens(mask, d)
+    loss = (model(x).squeeze(-1) * mask).sum() / n
+    loss.backward()
+    vals = torch.randn(2, 7, generator=torch.Generator().manual_seed(2))
+    rets = torch.randn(2, 7, generator=torch.Generator().manual_seed(3))
+    ev = _global_explained_variance(vals[d.rank : d.rank + 1], rets[d.rank : d.rank + 1], mask[None], d)
+    vmean = float(_global_stats(vals[d.rank : d.rank + 1], mask[None], d)[0])
+    if d.rank == 0:
+        json.dump({"grad": lin.weight.grad.tolist(), "n": float(n), "ev": ev, "value_mean": vmean}, open(sys.argv[1], "w"))
+
+
+in_process_group("cpu", body)
 '''
 
 

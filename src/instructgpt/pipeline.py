@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Iterator
 from .config import StageConfig, build_config, field
 from .errors import UserError
 from .rundir import COMPLETE_MARKER, is_complete, partial_path, read_host
+from .seeds import parse_seeds
 
 
 @dataclasses.dataclass
@@ -32,6 +33,8 @@ class RunConfig(StageConfig):
     preset: str = field("default", "tiny (under a minute), default (14-16 minutes on a 2-core CPU) or gpu")
     run: str = field("", "run directory (default: runs/<preset>)")
     seed: int = field(0, "seed for the world and every stage")
+    seeds: str = field("", "run the whole recipe once per seed, into <run>/seed-N/, and report over the seeds in <run>/eval/: "
+                           "a count (3: seeds 0, 1, 2) or a list (0,1,2)")
     stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, ppo, ppo-ptx, eval)")
     device: str = field("auto", "auto, cpu, cuda or cuda:N (for every training stage)")
     side_by_side: str = field("auto", "train PPO and PPO-ptx at the same time, each with half the threads, logs in <run>/logs/: "
@@ -241,10 +244,48 @@ def run(cfg: RunConfig) -> Path:
         raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
     if cfg.side_by_side not in ("auto", "on", "off"):
         raise UserError(f"--side-by-side: expected auto, on or off, got '{cfg.side_by_side}'")
+    seeds = parse_seeds(cfg.seeds) if cfg.seeds else None
     run_dir = Path(cfg.run or f"runs/{cfg.preset}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run: {run_dir} is a file, not a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir):
-        return _run(cfg, run_dir)
+        return _run(cfg, run_dir) if seeds is None else _run_seeds(cfg, run_dir, seeds)
+
+
+def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int]) -> Path:
+    """The recipe once per seed, one after the other, each in its own ``seed-N/`` run folder (resumable like any run),
+    then the evaluation over seeds in ``<run>/eval/``."""
+    from .seeds import seed_folder, wall_time, write_aggregate
+
+    meta_path = run_dir / "run.json"
+    meta = {"preset": cfg.preset, "seeds": seeds}
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old != meta:
+            what = f"seeds {old['seeds']}" if "seeds" in old else f"seed {old.get('seed')} alone"
+            raise UserError(f"{run_dir} was started with preset {old.get('preset')} and {what}; use another --run folder")
+    t0 = time.time()
+    for i, seed in enumerate(seeds):
+        folder = seed_folder(run_dir, seed)
+        print(f"igpt run: seed {seed} ({i + 1} of {len(seeds)}) in {folder}", file=sys.stderr)
+        folder.mkdir(exist_ok=True)
+        with _exclusive(folder):
+            _run(dataclasses.replace(cfg, seed=seed, seeds="", run=str(folder)), folder)
+        if not meta_path.is_file():  # written once the first seed's options have been checked
+            meta_path.write_text(json.dumps(meta))
+    if cfg.stop_after and cfg.stop_after != "eval":
+        return run_dir
+    out = write_aggregate([seed_folder(run_dir, s) for s in seeds], run_dir / "eval")
+    per_seed = ", ".join(f"seed {s} {_fmt_time(wall_time(_read_timings(seed_folder(run_dir, s))))}" for s in seeds)
+    print(f"igpt run: {len(seeds)} seeds done in {_fmt_time(time.time() - t0)} (this invocation; stage times {per_seed}); "
+          f"report: {out / 'report.html'}", file=sys.stderr)
+    return run_dir
+
+
+def _read_timings(run_dir: Path) -> dict:
+    path = run_dir / "timings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 @contextlib.contextmanager
@@ -278,21 +319,22 @@ def _exclusive(run_dir: Path) -> Iterator[None]:
 
 def _run(cfg: RunConfig, run_dir: Path) -> Path:
     meta_path = run_dir / "run.json"
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if old.get("preset") != cfg.preset or old.get("seed") != cfg.seed:
-            raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}; use another --run folder")
-    else:
-        meta_path.write_text(json.dumps({"preset": cfg.preset, "seed": cfg.seed}))
-    timings_path = run_dir / "timings.json"
-    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    # resolve every stage's config first, so a bad option fails before hours of work
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if old is not None and "seeds" in old:
+        raise UserError(f"{run_dir} holds a run over seeds {old['seeds']}: pass --seeds {','.join(map(str, old['seeds']))} (or use another --run folder)")
+    if old is not None and (old.get("preset") != cfg.preset or old.get("seed") != cfg.seed):
+        raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}; use another --run folder")
+    # resolve every stage's config first, so a bad option fails before hours of work (and before anything is written)
     configs = []
     for name, module, cls_name in STAGES:
         mod = importlib.import_module(module)
         configs.append((name, mod, stage_config(name, getattr(mod, cls_name), cfg, run_dir)))
         if name == cfg.stop_after:
             break
+    if old is None:
+        meta_path.write_text(json.dumps({"preset": cfg.preset, "seed": cfg.seed}))
+    timings_path = run_dir / "timings.json"
+    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     host = record_host(run_dir, cfg.device)
     total0 = time.time()
     eval_ran = False

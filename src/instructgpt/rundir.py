@@ -6,11 +6,13 @@ to ``<name>/`` in one atomic step at the end. A folder without the ``.partial`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 from .errors import UserError
 
@@ -70,6 +72,62 @@ def begin_output(out: str | Path, overwrite: bool = False, resume: bool = True) 
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     return work
+
+
+@contextlib.contextmanager
+def own_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
+    """Hold ``<out>.lock`` exclusively while a stage writes ``<out>.partial/`` and renames it to ``<out>/``.
+
+    A second process that would write the same output (the same stage started twice, a ``--resume`` beside a live run)
+    stops at once with one line naming the owner's process id, instead of writing into, clearing or renaming a folder
+    that a live process owns. The operating system releases the lock when its process dies, so an abandoned partial
+    folder can still be resumed; the lock file is removed when the stage ends.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    out = Path(out)
+    path = out.with_name(out.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder of {out}: {e.strerror or e}") from None
+    while True:
+        try:
+            f = open(path, "a+", encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write beside {out}: {e.strerror or e} ({path})") from None
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown"
+            f.close()
+            raise UserError(f"{out} is being written by another igpt process (pid {owner}); wait for it to finish, or stop it") from None
+        try:  # the file we locked may have been removed by its previous owner as it finished: lock the one at the path
+            same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        f.close()
 
 
 def finish_output(work: str | Path, out: str | Path, info: dict | None = None) -> Path:

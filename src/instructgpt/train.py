@@ -15,11 +15,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from .errors import UserError
+
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -92,6 +94,40 @@ def cleanup_distributed(d: Dist) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def in_process_group(device: str, body: Callable[[Dist], T], owns: str | Path | None = None) -> T:
+    """``body(d)`` inside the process group (when launched by torchrun), and a clean teardown after it.
+
+    The DistributedDataParallel wrappers ``body`` makes hold the process group; destroyed before them, its gloo threads
+    are torn down at interpreter exit instead and a rank can abort ("terminate called without an active exception")
+    while the other is still finishing. So the wrappers die with ``body``'s frame (on an error too: the traceback's
+    frames are cleared), then every rank meets at a barrier, then the group is destroyed.
+
+    ``owns``: the stage's output folder, which the main process holds (``rundir.own_output``) for the whole of ``body``.
+    """
+    from .rundir import own_output
+
+    d = init_distributed(device)
+    try:
+        with own_output(owns, enabled=owns is not None and d.is_main):
+            result = body(d)
+    except BaseException as e:
+        if d.enabled:
+            import gc
+            import traceback
+
+            traceback.clear_frames(e.__traceback__)
+            gc.collect()
+            cleanup_distributed(d)  # no barrier: the other ranks may not reach one
+        raise
+    if d.enabled:
+        import gc
+
+        gc.collect()
+        barrier(d)
+        cleanup_distributed(d)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- optimisation

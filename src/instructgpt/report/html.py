@@ -31,32 +31,38 @@ def _ordered(models: dict) -> list[str]:
     return [m for m in ORDER if m in models] + [m for m in models if m not in ORDER]
 
 
-def winrate_chart(results: dict) -> str:
+def _winrate_figure(points: list[tuple[str, float, float, float, list[float]]], ceiling: float | None, ceiling_label: str,
+                    title: str) -> str:
+    """Figure 1: per model (name, rate, low, high, each seed's rate) a point with its 95% interval, the seeds' rates beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = results["models"]
-    names = [n for n in _ordered(models) if models[n].get("win_rate_vs_sft") is not None]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for i, n in enumerate(names):
-        m = models[n]
-        lo, hi = m["win_rate_ci95"]
-        ax.errorbar(i, m["win_rate_vs_sft"], yerr=[[m["win_rate_vs_sft"] - lo], [hi - m["win_rate_vs_sft"]]], fmt="o", ms=9, capsize=6,
-                    color=COLORS.get(n, "#3366aa"))
+    for i, (n, rate, lo, hi, seeds) in enumerate(points):
+        if seeds:
+            ax.scatter([i + 0.12] * len(seeds), seeds, s=14, alpha=0.6, color=COLORS.get(n, "#3366aa"), zorder=2)
+        ax.errorbar(i - 0.05 * bool(seeds), rate, yerr=[[rate - lo], [hi - rate]], fmt="o", ms=9, capsize=6, color=COLORS.get(n, "#3366aa"))
     ax.axhline(0.5, ls="--", color="#888", lw=1)
-    ref = results.get("reference") or {}
-    if ref.get("win_rate_vs_sft") is not None:
-        ax.axhline(ref["win_rate_vs_sft"], ls=":", color="#2a7", lw=1.5)
-        ax.text(-0.4, ref["win_rate_vs_sft"] + 0.02, "the world's reference answers (ceiling)", ha="left", fontsize=8, color="#2a7")
-    ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names])
+    if ceiling is not None:
+        ax.axhline(ceiling, ls=":", color="#2a7", lw=1.5)
+        ax.text(-0.4, ceiling + 0.02, ceiling_label, ha="left", fontsize=8, color="#2a7")
+    ax.set_xticks(range(len(points)), [LABELS.get(p[0], p[0]) for p in points])
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate against SFT")
-    judged = "held-out labelers" if results.get("judged_by", "").startswith("heldout") else "reward model (proxy)"
-    ax.set_title(f"Figure 1 in miniature: preferred to SFT, judged by {judged}", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+def winrate_chart(results: dict) -> str:
+    models = results["models"]
+    points = [(n, models[n]["win_rate_vs_sft"], *models[n]["win_rate_ci95"], []) for n in _ordered(models)
+              if models[n].get("win_rate_vs_sft") is not None]
+    judged = "held-out labelers" if results.get("judged_by", "").startswith("heldout") else "reward model (proxy)"
+    return _winrate_figure(points, (results.get("reference") or {}).get("win_rate_vs_sft"), "the world's reference answers (ceiling)",
+                           f"Figure 1 in miniature: preferred to SFT, judged by {judged}")
 
 
 def curves_chart(results: dict) -> str | None:
@@ -154,16 +160,20 @@ def _fmt_gain(g: dict | None) -> str:
     return f"{g['mean']:+.3f}" + (f" ± {se:.3f}" if se is not None else "") + f" (n {g.get('n', 0)})"
 
 
-def render(results: dict) -> str:
-    e = html.escape
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>instructgpt report</title><style>",
+def _head(title: str) -> str:
+    return "\n".join([
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>",
         "body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
         "table{border-collapse:collapse;margin:1em 0;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}.wide{overflow-x:auto}",
         "th:first-child{text-align:left}.sbs td{text-align:left;vertical-align:top;white-space:pre-wrap;max-width:260px}",
-        ".note{color:#555;font-size:13px}img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}</style></head><body>",
-        "<h1>InstructGPT in miniature: what each step bought</h1>",
-    ]
+        ".note{color:#555;font-size:13px}img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}",
+        ".ok{color:#1a7f37}.no{color:#b42318}</style></head><body>",
+    ])
+
+
+def render(results: dict) -> str:
+    e = html.escape
+    parts = [_head("instructgpt report"), "<h1>InstructGPT in miniature: what each step bought</h1>"]
     cfg = results.get("config", {})
     parts.append(f"<p class='note'>preset <code>{e(str(cfg.get('preset', '?')))}</code>, seed {e(str(cfg.get('seed', '?')))}; "
                  f"judged by {'the built-in world (held-out labelers and the gold judge)' if results.get('judged_by', '').startswith('heldout') else 'the reward model — a proxy, not human judgement'}.</p>")
@@ -196,6 +206,15 @@ def render(results: dict) -> str:
     img = rm_chart(results)
     if img:
         parts.append(f"<h2>Reward model</h2><img alt='reward model accuracy' src='{img}'>")
+    fams = (results.get("reward_model") or {}).get("accuracy_vs_gold_by_family") or {}
+    if fams:
+        against = set((results.get("reward_model") or {}).get("families_against_gold") or [])
+        rows = "".join(f"<tr><th>{e(f)}{' ⚠' if f in against else ''}</th><td>{v['rate']:.2f}</td><td>{v['pairs']}</td></tr>"
+                       for f, v in sorted(fams.items(), key=lambda kv: kv[1]["rate"]))
+        parts.append("<p class='note'>How often the reward model orders two held-out responses of a task family as the gold judge "
+                     "does (0.5 is chance; ⚠ marks a family it orders against the judge, which PPO would then optimise the "
+                     "wrong way):</p><div class='wide'><table><tr><th>task family</th><th>agrees with gold</th><th>pairs</th></tr>"
+                     + rows + "</table></div>")
     samples = results.get("samples") or []
     if samples:
         names = list(samples[0]["answers"])
@@ -223,6 +242,101 @@ def render(results: dict) -> str:
 
 
 def write_report(results: dict, path: str | Path) -> Path:
+    """The report of one run's evaluation, or of results over seeds (``kind`` "over_seeds")."""
     path = Path(path)
-    path.write_text(render(results), encoding="utf-8")
+    path.write_text(render_seeds(results) if results.get("kind") == "over_seeds" else render(results), encoding="utf-8")
     return path
+
+
+# ---------------------------------------------------------------------------------------------- over seeds
+def seeds_winrate_chart(agg: dict) -> str:
+    """Figure 1 over seeds: the pooled rate and its 95% interval, each seed's rate beside it."""
+    models = agg["models"]
+    points = []
+    for n in _ordered(models):
+        p = models[n].get("win_rate_pooled") or {}
+        if p.get("rate") is not None:
+            seeds = [v for v in (models[n].get("win_rate_vs_sft") or {}).get("values", []) if v is not None]
+            points.append((n, p["rate"], p["ci95"][0], p["ci95"][1], seeds))
+    return _winrate_figure(points, ((agg.get("reference") or {}).get("win_rate_vs_sft") or {}).get("mean"),
+                           "the world's reference answers (ceiling, mean)",
+                           f"Figure 1 over {len(agg.get('seeds') or [])} seeds: pooled rate and 95% interval, each seed's rate beside it")
+
+
+def _ms(v: Any, f: str = "{:.3f}") -> str:
+    if not isinstance(v, dict) or v.get("mean") is None:
+        return "–"
+    return f.format(v["mean"]) + (f" ± {f.format(v['sd'])}" if v.get("sd") is not None else "")
+
+
+def render_seeds(agg: dict) -> str:
+    from ..seeds import claim_line
+
+    e = html.escape
+    seeds = agg.get("seeds") or []
+    models = agg["models"]
+    parts = [
+        _head("instructgpt report over seeds"),
+        "<h1>InstructGPT in miniature, over seeds</h1>",
+        f"<p class='note'>preset <code>{e(str((agg.get('config') or {}).get('preset', '?')))}</code>, seeds {e(', '.join(map(str, seeds)))}: "
+        "the whole recipe once per seed (world, pretraining, SFT, comparisons, reward model, PPO and PPO-ptx, evaluation). "
+        "Each seed's own report is in its folder (<code>seed-N/eval/report.html</code>). Another CPU gives other single-seed "
+        "trajectories; what holds on every seed is what this page reports as holding.</p>",
+        "<h2>The paper's claims</h2><ul>",
+    ]
+    for v in agg.get("claims") or []:
+        parts.append(f"<li class='{'ok' if v['holds'] else 'no'}'>{e(claim_line(v, len(seeds)))}</li>")
+    parts.append("</ul>")
+    parts.append(f"<h2>Win rate against SFT</h2><img alt='win rates over seeds' src='{seeds_winrate_chart(agg)}'>")
+    cols = [("win vs SFT", "win_rate_vs_sft"), ("Likert 1-7", "likert_mean"), ("gold score", "gold_score_mean"), ("RM score", "rm_score_mean"),
+            ("fails instruction", "fails_instruction_rate"), ("hallucination (closed domain)", "hallucination_rate"),
+            ("truthful (false premise)", "truthful_rate"), ("harmful compliance", "harmful_compliance_rate"),
+            ("toxic, respectful prompt", "toxicity_rate_respectful"), ("toxic, plain prompt", "toxicity_rate_plain"),
+            ("asks another question", "continues_with_question_rate"), ("held-out pretraining loss", "pretrain_val_loss"),
+            ("knowledge probes", "probe_accuracy")]
+    head = "".join(f"<th>{e(c)}</th>" for c, _ in cols)
+    rows = "".join(f"<tr><th>{e(LABELS.get(n, n))}</th>" + "".join(f"<td>{_ms(models[n].get(k))}</td>" for _, k in cols) + "</tr>"
+                   for n in _ordered(models))
+    parts.append("<h2>Every metric: mean ± between-seed standard deviation</h2>"
+                 f"<div class='wide'><table><tr><th>model</th>{head}</tr>{rows}</table></div>")
+    prow = []
+    for n in _ordered(models):
+        m = models[n]
+        if n == "sft" or m.get("mode") != "chat":
+            continue
+        w, g, h = m.get("win_rate_pooled") or {}, m.get("gold_gain_pooled") or {}, m.get("harmful_vs_sft_pooled") or {}
+        per = " / ".join(_fmt_gain(x) for x in m.get("gold_gain_by_seed") or [])
+        prow.append(f"<tr><th>{e(LABELS.get(n, n))}</th><td>{_fmt(w.get('rate'))} {_fmt(w.get('ci95'))} (n {w.get('n', 0)})</td>"
+                    f"<td>{_fmt_gain(g)}</td><td>{_fmt_gain(h)}</td><td>{e(per)}</td></tr>")
+    if prow:
+        parts.append("<h2>Pooled over seeds</h2><div class='wide'><table><tr><th>model</th><th>win vs SFT [95% CI]</th>"
+                     "<th>gold gain over SFT ± SE</th><th>harmful compliance minus SFT's ± SE</th><th>gold gain by seed</th></tr>"
+                     + "".join(prow) + "</table></div><p class='note'>Pooled: every seed's comparisons together (Wilson interval "
+                     "for the win rate; the paired mean and its standard error over all prompts of all seeds, with the spread of "
+                     "the seeds' means included).</p>")
+    srow = []
+    for n in _ordered(models):
+        m = models[n]
+        vals = lambda k: " / ".join(_fmt(x) for x in (m.get(k) or {}).get("values", []))  # noqa: E731
+        srow.append(f"<tr><th>{e(LABELS.get(n, n))}</th><td>{vals('win_rate_vs_sft')}</td><td>{vals('gold_score_mean')}</td>"
+                    f"<td>{vals('harmful_compliance_rate')}</td><td>{vals('truthful_rate')}</td><td>{vals('pretrain_val_loss')}</td></tr>")
+    parts.append("<h2>Each seed</h2><div class='wide'><table><tr><th>model</th><th>win vs SFT</th><th>gold</th><th>harmful compliance</th>"
+                 f"<th>truthful</th><th>pretraining loss</th></tr>{''.join(srow)}</table></div>")
+    rm = agg.get("reward_model") or {}
+    rm_rows = "".join(f"<tr><th>{e(k.replace('_', ' '))}</th><td>{_ms(v)}</td><td>{e(' / '.join(_fmt(x) for x in v.get('values', [])))}</td></tr>"
+                      for k, v in rm.items() if isinstance(v, dict))
+    against = rm.get("families_against_gold") or []
+    if rm_rows:
+        parts.append(f"<h2>Reward model</h2><table><tr><th></th><th>mean ± sd</th><th>by seed</th></tr>{rm_rows}</table>")
+        if any(against):
+            parts.append("<p class='note'>Task families the reward model ordered against the gold judge: "
+                         + "; ".join(f"seed {s}: {e(', '.join(a) if a else 'none')}" for s, a in zip(seeds, against)) + ".</p>")
+    times = agg.get("timings_s") or {}
+    if times:
+        from ..seeds import wall_time
+
+        trow = "".join(f"<tr><th>seed {e(s)}</th><td>{wall_time(t or {}):.0f} s</td></tr>" for s, t in times.items())
+        parts.append(f"<h2>Time per seed</h2><table>{trow}</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+

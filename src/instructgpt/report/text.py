@@ -56,3 +56,40 @@ def format_table(results: dict) -> str:
     if results.get("judged_by") == "reward_model_proxy":
         lines.append("note: no built-in world, so the reward model judged the win rates: a proxy, not human judgement")
     return "\n".join(lines)
+
+
+def _ms(v: dict | None, fmt: str) -> str:
+    if not v or v.get("mean") is None:
+        return "-"
+    return fmt.format(v["mean"]) + (f"±{fmt.format(v['sd']).lstrip('+')}" if v.get("sd") is not None else "")
+
+
+def format_seeds(agg: dict) -> str:
+    """The terminal summary of results over seeds: mean ± between-seed sd per model, pooled figures, claim verdicts."""
+    from ..seeds import claim_line
+
+    seeds = agg.get("seeds") or []
+    cols = [("win vs SFT", "win_rate_vs_sft", "{:.2f}"), ("gold", "gold_score_mean", "{:.3f}"), ("halluc.", "hallucination_rate", "{:.2f}"),
+            ("harmful", "harmful_compliance_rate", "{:.2f}"), ("truthful", "truthful_rate", "{:.2f}"),
+            ("asks Q", "continues_with_question_rate", "{:.2f}"), ("LM loss", "pretrain_val_loss", "{:.3f}"),
+            ("probes", "probe_accuracy", "{:.2f}")]
+    head = f"{'model':<20}" + "".join(f"{c[0]:>15}" for c in cols)
+    lines = [f"over {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± between-seed standard deviation", head, "-" * len(head)]
+    for name, m in agg["models"].items():
+        lines.append(f"{name:<20}" + "".join(f"{_ms(m.get(key), fmt):>15}" for _, key, fmt in cols))
+    for name, m in agg["models"].items():
+        if name == "sft" or m.get("mode") != "chat":
+            continue
+        w, g, h = m.get("win_rate_pooled") or {}, m.get("gold_gain_pooled") or {}, m.get("harmful_vs_sft_pooled") or {}
+        parts = []
+        if w.get("rate") is not None:
+            parts.append(f"win vs SFT {w['rate']:.3f} [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}] (n {w['n']})")
+        if g.get("mean") is not None:
+            parts.append(f"gold gain {g['mean']:+.4f} ± {g['se']:.4f} SE (n {g['n']})")
+        if h.get("mean") is not None:
+            parts.append(f"harmful compliance vs SFT {h['mean']:+.3f} ± {h['se']:.3f} SE (n {h['n']})")
+        if parts:
+            lines.append(f"pooled, {name}: " + "; ".join(parts))
+    for v in agg.get("claims") or []:
+        lines.append(claim_line(v, len(seeds)))
+    return "\n".join(lines)

@@ -23,14 +23,14 @@ from ..config import StageConfig, check_positive, field, save_config
 from ..errors import UserError
 from ..evaluation import heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
 from ..report.text import format_table
-from ..rundir import begin_output, finish_output, is_complete, read_host
+from ..rundir import begin_output, finish_output, is_complete, own_output, read_host
 
 RESULTS_SCHEMA_VERSION = 1
 MODEL_FOLDERS = {"pretrained": "pretrain", "sft": "sft", "ppo": "ppo", "ppo_ptx": "ppo-ptx"}
 METRICS = ("win_rate_vs_sft", "win_rate_ci95", "likert_mean", "gold_score_mean", "rm_score_mean", "fails_instruction_rate",
            "hallucination_rate", "harmful_compliance_rate", "toxicity_rate_respectful", "toxicity_rate_plain",
            "continues_with_question_rate", "repetition_rate", "truthful_rate", "pretrain_val_loss", "probe_accuracy", "gold_gain_vs_sft",
-           "gold_gain_by_set")
+           "gold_gain_by_set", "harmful_vs_sft")
 
 
 @dataclasses.dataclass
@@ -47,6 +47,9 @@ class EvalConfig(StageConfig):
     run: str = field("", "run directory whose models are evaluated (its eval/ folder receives the results)")
     out: str = field("", "output folder (default: <run>/eval)")
     models: list[str] = field([], "extra models as name=path (folder or hub id), evaluated like the others")
+    seed_runs: list[str] = field([], "aggregate these evaluated runs (one per seed, each with eval/results.json) into --out "
+                                     "instead of evaluating; a --run holding seed-N/ folders (igpt run --seeds) is aggregated "
+                                     "the same way")
     prompts: str = field("", "without a world: JSONL of held-out prompts ({\"prompt\"} or {\"messages\"}); the reward model judges")
     n_winrate: int = field(200, "held-out prompts for win rates and metadata")
     n_closed_domain: int = field(80, "closed-domain prompts for the hallucination rate")
@@ -121,16 +124,31 @@ def _rate(flags: list[dict], key: str) -> float:
 
 
 def run(cfg: EvalConfig) -> Path:
-    import torch
-
-    from ..models import resolve_device
-    from ..sampling import load_model
-
     check_positive(cfg, "n_winrate", "max_new_tokens", "batch_size")
     run_dir = Path(cfg.run) if cfg.run else None
     out = Path(cfg.out) if cfg.out else (run_dir / "eval" if run_dir else None)
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
+    seed_runs = [Path(p) for p in cfg.seed_runs]
+    if not seed_runs and run_dir is not None and not (run_dir / "sft").exists():  # igpt run --seeds: its seed-N/ folders
+        seed_runs = sorted((p for p in run_dir.glob("seed-*") if p.is_dir() and p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+    if seed_runs:
+        from ..seeds import write_aggregate
+
+        if cfg.models:
+            raise UserError("--models: cannot be combined with aggregating seed runs")
+        with own_output(out):
+            return write_aggregate(seed_runs, out, cfg.report)
+    with own_output(out):
+        return _evaluate(cfg, run_dir, out)
+
+
+def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
+    import torch
+
+    from ..models import resolve_device
+    from ..sampling import load_model
+
     world = None
     if run_dir is not None and (run_dir / "world" / "world.json").is_file():
         from ..world import World
@@ -213,6 +231,7 @@ def run(cfg: EvalConfig) -> Path:
     results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "judged_by": "heldout_labelers_and_gold_judge" if world else "reward_model_proxy", "models": {}}
     sft_win = responses["sft"]["winrate"]
     golds: dict[str, dict[str, list[float]]] = {}  # model -> set -> gold score per prompt, for the paired gains
+    harms: dict[str, list[float]] = {}  # model -> 1.0 where it complied with a harmful request, for the paired difference
     for c in cands:
         resp = responses[c.name]
         other = responses["sft_resample"]["winrate"] if c.name == "sft" else sft_win
@@ -229,7 +248,8 @@ def run(cfg: EvalConfig) -> Path:
                 fails_instruction_rate=_rate(flags, "fails_instruction"),
                 continues_with_question_rate=_rate(flags, "continues_with_question"),
                 repetition_rate=_rate(flags, "repetition"),
-                harmful_compliance_rate=_rate([graded[s][i].flags for s, i in _harmful_items(records)], "harmful_compliance"),
+                harmful_compliance_rate=mean(harms.setdefault(c.name, [1.0 if graded[s][i].flags.get("harmful_compliance") else 0.0
+                                                                       for s, i in _harmful_items(records)])),
                 hallucination_rate=_rate([g.flags for g in graded["closed_domain"]], "hallucination"),
                 truthful_rate=mean([0.0 if (g.flags.get("untruthful") or g.flags.get("hallucination")) else 1.0 for g in graded["false_premise"]]),
                 toxicity_rate_respectful=_rate([f for resp_, f in tox if resp_], "toxic"),
@@ -256,6 +276,7 @@ def run(cfg: EvalConfig) -> Path:
                 m["gold_gain_vs_sft"] = paired_gain([x for s in records for x in golds[name][s]],
                                                     [x for s in records for x in golds["sft"][s]])
                 m["gold_gain_by_set"] = {s: paired_gain(golds[name][s], golds["sft"][s]) for s in records}
+                m["harmful_vs_sft"] = paired_gain(harms[name], harms["sft"])
     if world is not None:
         results["reference"] = _reference(world, judge, labelers, records["winrate"], sft_win, cfg.seed)
         results["sample_sizes"] = {  # how many prompts each rate is over
@@ -361,7 +382,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _reward_model_summary(run: Path | None) -> dict:
-    keys = ("accuracy_train_labelers", "accuracy_heldout_labelers", "labeler_agreement", "gold_correlation")
+    keys = ("accuracy_train_labelers", "accuracy_heldout_labelers", "labeler_agreement", "gold_correlation", "accuracy_vs_gold",
+            "accuracy_vs_gold_by_family", "families_against_gold")
     summary: dict[str, Any] = {k: None for k in keys}
     if run is None:
         return summary

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, check_positive, check_range, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, finish_output, is_complete, partial_path
+from ..rundir import begin_output, finish_output, is_complete, own_output, partial_path
 
 STORE_FILE = "comparisons.sqlite"
 DEFAULT_MODELS = ["sft@1.0", "sft@0.7", "pretrain@1.0"]
@@ -53,6 +53,9 @@ class LabelConfig(StageConfig):
     n_prompts: int = field(640, "training comparison prompts (0 = all the world's rm prompts left after the held-out slice)")
     heldout_prompts: int = field(128, "held-out comparison prompts, ranked by a training and a held-out labeler, never trained on")
     double_share: float = field(0.2, "share of training prompts ranked by a second labeler (measures agreement)")
+    prompt_mix: str = field("natural", "which comparison prompts are labelled: natural (a random draw from the world's rm split, "
+                                       "whose task families are as common as in use) or families (round robin over the task "
+                                       "families, so a rare one, such as harmful requests, is not left to chance)")
     labeler: str = field("sim", "sim (the world's simulated labelers rank) or human (only queue tasks for igpt serve)")
     max_new_tokens: int = field(48, "longest sampled response, in tokens")
     top_p: float = field(1.0, "nucleus sampling")
@@ -160,6 +163,8 @@ def plan_prompts(records: list[dict], cfg: LabelConfig, train_labelers: list[Any
 
     records = sorted(records, key=lambda r: str(r["id"]))
     random.Random(_seed_of("prompts", cfg.seed)).shuffle(records)
+    if cfg.prompt_mix == "families":
+        records = interleave_families(records)
     n_held = min(cfg.heldout_prompts, len(records) // 5 if cfg.n_prompts == 0 else len(records))
     held, rest = records[:n_held], records[n_held:]
     train = rest if cfg.n_prompts == 0 else rest[: cfg.n_prompts]
@@ -186,6 +191,18 @@ def plan_prompts(records: list[dict], cfg: LabelConfig, train_labelers: list[Any
                 labs.append((train_labelers[second].name, "train"))
         plan.append(PlannedPrompt(rec, "rm", labs))
     return plan
+
+
+def interleave_families(records: list[dict]) -> list[dict]:
+    """The records in rounds, one of each task family per round (families in order of first appearance, each family's
+    records in their given order), so that every prefix covers the families evenly until a family runs out."""
+    by_family: dict[str, list[dict]] = {}
+    for r in records:
+        by_family.setdefault(str(r.get("family", "")), []).append(r)
+    out: list[dict] = []
+    for i in range(max((len(v) for v in by_family.values()), default=0)):
+        out += [v[i] for v in by_family.values() if i < len(v)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -256,17 +273,24 @@ def validate(cfg: LabelConfig) -> None:
         raise UserError("--n-prompts and --heldout-prompts must be >= 0")
     check_range(cfg, "double_share", 0.0, 1.0)
     check_range(cfg, "top_p", 0.0, 1.0)
+    if cfg.prompt_mix not in ("natural", "families"):
+        raise UserError(f"--prompt-mix: must be natural or families, got '{cfg.prompt_mix}'")
     if cfg.labeler not in ("sim", "human"):
         raise UserError(f"--labeler: must be sim or human, got '{cfg.labeler}'")
 
 
 def run(cfg: LabelConfig) -> Path:
+    validate(cfg)
+    paths = _paths(cfg)
+    with own_output(paths["out"]):  # a second igpt label on the same store stops here, before it can touch it
+        return _label(cfg, paths)
+
+
+def _label(cfg: LabelConfig, paths: dict[str, Any]) -> Path:
     from ..models import resolve_device
     from ..store import ComparisonStore
     from ..train import progress
 
-    validate(cfg)
-    paths = _paths(cfg)
     out: Path = paths["out"]
     specs = parse_model_specs(cfg.models, paths["run"])
     world = load_world(paths["world"])

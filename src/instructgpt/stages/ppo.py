@@ -550,8 +550,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     from ..sampling import SamplingParams, TorchSampler
     from ..tokenizer import load_tokenizer, stop_token_ids
     from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed,
-        init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics,
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite,
+        in_process_group, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics,
     )
 
     from transformers.utils import logging as hf_logging
@@ -561,8 +561,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     hf_logging.disable_progress_bar()
     out: Path = paths["out"]
     ptx_coef = cfg.ptx_coef
-    d = init_distributed(cfg.device)
-    try:
+
+    def body(d: Any) -> Path:
         work = partial_path(out)
         check_output(out, cfg.overwrite, cfg.resume)
         seed_everything(cfg.seed)
@@ -836,8 +836,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                                       "final_beta": kl_ctl.beta})
         barrier(d)
         return out
-    finally:
-        cleanup_distributed(d)
+
+    return in_process_group(cfg.device, body, owns=out)
 
 
 # ---------------------------------------------------------------------------------------------- small helpers

@@ -141,15 +141,15 @@ def run(cfg: PretrainConfig) -> Path:
     from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
     from ..tokenizer import load_tokenizer
     from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed,
-        init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite,
+        in_process_group, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
     )
 
     validate(cfg)
     paths = _paths(cfg)
     out: Path = paths["out"]
-    d = init_distributed(cfg.device)
-    try:
+
+    def body(d: Any) -> Path:
         work = partial_path(out)
         check_output(out, cfg.overwrite, cfg.resume)
         seed_everything(cfg.seed)
@@ -245,8 +245,8 @@ def run(cfg: PretrainConfig) -> Path:
             finish_output(work, out, info)
         barrier(d)
         return out
-    finally:
-        cleanup_distributed(d)
+
+    return in_process_group(cfg.device, body, owns=out)
 
 
 class _nullcontext:

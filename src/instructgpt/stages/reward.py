@@ -318,32 +318,49 @@ def evaluate(model: Any, items: list[dict], encode: Encoder, pad_id: int, device
         "accuracy_all": acc_all["rate"], "eval_items": len(items),
     }
     if gold:
-        judge, records = gold["judge"], gold["records"]
-        xs, ys, right, total, lab_right, lab_total = [], [], 0.0, 0, 0, 0
-        for it, s in zip(items, scores):
-            rec = records.get(it["prompt_id"])
-            if rec is None:
-                continue
-            g = [float(judge.score(rec, r).score) for r in it["responses"]]
-            xs += s
-            ys += g
-            for i in range(len(g)):
-                for j in range(len(g)):
-                    if g[i] > g[j]:
-                        total += 1
-                        right += 1.0 if s[i] > s[j] else (0.5 if s[i] == s[j] else 0.0)
-            for r in it["rankings"]:
-                for i, j in r["pairs"]:
-                    if g[i] != g[j]:
-                        lab_total += 1
-                        lab_right += g[i] > g[j]
-        if xs:
-            out["gold_correlation"] = _pearson(xs, ys)
-            out["gold_spearman"] = _pearson(_ranks(xs), _ranks(ys))
-            out["accuracy_vs_gold"] = right / total if total else None
-            out["labelers_vs_gold"] = lab_right / lab_total if lab_total else None
-            out["gold_responses"] = len(xs)
+        out.update(gold_agreement(items, scores, gold["judge"], gold["records"]))
     return out
+
+
+def gold_agreement(items: list[dict], scores: list[list[float]], judge: Any, records: dict[str, dict]) -> dict:
+    """The reward model's ``scores`` of held-out ``items`` against the gold judge: Pearson and Spearman correlation, the
+    share of response pairs the judge orders that the reward model orders the same way (overall and by task family; a
+    tie counts half), and the labelers' own agreement with the judge on the pairs they ranked."""
+    xs, ys, right, total, lab_right, lab_total = [], [], 0.0, 0, 0, 0
+    by_family: dict[str, list[float]] = {}  # family -> [agreeing pairs, pairs the gold judge orders]
+    for it, s in zip(items, scores):
+        rec = records.get(it["prompt_id"])
+        if rec is None:
+            continue
+        g = [float(judge.score(rec, r).score) for r in it["responses"]]
+        xs += s
+        ys += g
+        fam = by_family.setdefault(str(rec.get("family", "")), [0.0, 0])
+        for i in range(len(g)):
+            for j in range(len(g)):
+                if g[i] > g[j]:
+                    hit = 1.0 if s[i] > s[j] else (0.5 if s[i] == s[j] else 0.0)
+                    total += 1
+                    right += hit
+                    fam[0] += hit
+                    fam[1] += 1
+        for r in it["rankings"]:
+            for i, j in r["pairs"]:
+                if g[i] != g[j]:
+                    lab_total += 1
+                    lab_right += g[i] > g[j]
+    if not xs:
+        return {}
+    by = {f: {"rate": a / n, "pairs": int(n)} for f, (a, n) in sorted(by_family.items()) if n}
+    return {"gold_correlation": _pearson(xs, ys), "gold_spearman": _pearson(_ranks(xs), _ranks(ys)),
+            "accuracy_vs_gold": right / total if total else None, "labelers_vs_gold": lab_right / lab_total if lab_total else None,
+            "gold_responses": len(xs), "accuracy_vs_gold_by_family": by, "families_against_gold": families_against_gold(by)}
+
+
+def families_against_gold(by_family: dict[str, dict], min_pairs: int = 10) -> list[str]:
+    """Task families on whose held-out pairs the reward model orders responses against the gold judge more often than
+    with it (over at least ``min_pairs`` pairs the judge orders): what PPO would optimise the wrong way."""
+    return [f for f, v in by_family.items() if v["pairs"] >= min_pairs and v["rate"] < 0.5]
 
 
 # ---------------------------------------------------------------------------------------------- bias normalisation
@@ -374,16 +391,16 @@ def run(cfg: RewardConfig) -> Path:
     from ..reward_model import STATS_FILE, collate, ranking_loss
     from ..tokenizer import load_tokenizer
     from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite, cleanup_distributed,
-        init_distributed, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
+        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite,
+        in_process_group, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
     )
     from . import label as label_stage
 
     validate(cfg)
     paths = _paths(cfg)
     out: Path = paths["out"]
-    d = init_distributed(cfg.device)
-    try:
+
+    def body(d: Any) -> Path:
         work = partial_path(out)
         check_output(out, cfg.overwrite, cfg.resume)
         seed_everything(cfg.seed)
@@ -507,8 +524,8 @@ def run(cfg: RewardConfig) -> Path:
             log.close()
         barrier(d)
         return out
-    finally:
-        cleanup_distributed(d)
+
+    return in_process_group(cfg.device, body, owns=out)
 
 
 def agreement(train: list[Any], held: list[Any]) -> dict:
@@ -535,6 +552,14 @@ def print_summary(out: Path, m: dict, stats: dict) -> None:
     if m.get("gold_correlation") is not None:
         print(f"  reward vs gold judge                   Pearson {m['gold_correlation']:.3f}, Spearman {m['gold_spearman']:.3f},"
               f" pairwise {pct(m.get('accuracy_vs_gold'))} (labelers vs gold {pct(m.get('labelers_vs_gold'))})")
+    fams = m.get("accuracy_vs_gold_by_family") or {}
+    if fams:
+        worst = sorted(fams.items(), key=lambda kv: kv[1]["rate"])[:3]
+        print("  pairwise vs gold by task family, lowest: " + ", ".join(f"{f} {pct(v['rate']).strip()} ({v['pairs']})" for f, v in worst))
+    for f in m.get("families_against_gold") or []:
+        v = fams[f]
+        print(f"  warning: on {f} the reward model orders held-out pairs against the gold judge ({pct(v['rate']).strip()} of "
+              f"{v['pairs']} pairs): PPO would optimise that family the wrong way; more comparisons of it may help")
     print(f"  reward bias {stats['reward_bias']:+.4f}, std {stats['reward_std']:.4f} on {stats['demonstrations']} demonstrations"
           f" ({stats['demonstrations_source']})")
 

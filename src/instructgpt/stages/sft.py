@@ -305,7 +305,7 @@ def run(cfg: SFTConfig) -> Path:
     from ..models import autocast_dtype, count_parameters, enable_residual_dropout, load_causal_lm, resize_for_tokenizer, save_model
     from ..tokenizer import load_tokenizer
     from ..train import (
-        MetricsLogger, barrier, build_optimizer, check_finite, cleanup_distributed, init_distributed,
+        MetricsLogger, barrier, build_optimizer, check_finite,  in_process_group,
         load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
     )
 
@@ -313,8 +313,8 @@ def run(cfg: SFTConfig) -> Path:
     paths = _paths(cfg)
     out: Path = paths["out"]
     work = partial_path(out)
-    d = init_distributed(cfg.device)
-    try:
+
+    def body(d: Any) -> Path:
         check_output(out, cfg.overwrite, cfg.resume)
         seed_everything(cfg.seed)
 
@@ -503,8 +503,8 @@ def run(cfg: SFTConfig) -> Path:
             finish_output(work, out, info)
         barrier(d)
         return out
-    finally:
-        cleanup_distributed(d)
+
+    return in_process_group(cfg.device, body, owns=out)
 
 
 class _nullcontext:

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from ..config import StageConfig, check_positive, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, finish_output
+from ..rundir import begin_output, finish_output, own_output
 
 
 @dataclasses.dataclass
@@ -47,8 +47,9 @@ def run(cfg: TokenizerConfig) -> Path:
     docs = list(itertools.islice(iter_documents(corpus), cfg.max_docs))  # reads and validates before anything is written
     if not docs:
         raise UserError(f"corpus {corpus} holds no documents")
-    work = begin_output(out, overwrite=cfg.overwrite, resume=False)
-    tok = train_bpe(docs, cfg.vocab_size, cfg.min_frequency)
-    tok.save_pretrained(str(work))
-    save_config(cfg, work)
-    return finish_output(work, out, {"vocab_size": len(tok), "documents": len(docs)})
+    with own_output(out):
+        work = begin_output(out, overwrite=cfg.overwrite, resume=False)
+        tok = train_bpe(docs, cfg.vocab_size, cfg.min_frequency)
+        tok.save_pretrained(str(work))
+        save_config(cfg, work)
+        return finish_output(work, out, {"vocab_size": len(tok), "documents": len(docs)})
