@@ -27,7 +27,10 @@ class StageConfig:
 
 
 def field(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help string (shown by ``igpt <stage> --help``)."""
+    """A dataclass field with a help string (shown by ``igpt <stage> --help``).
+
+    ``minimum=`` / ``maximum=``: the range every value must lie in, whether it comes from a flag, a config file or a
+    preset (checked once, by ``build_config``)."""
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: json.loads(json.dumps(value)), metadata={"help": help, **kw})
@@ -158,7 +161,20 @@ def build_config(
                 hint = f" (did you mean '{_closest(k, names)}'?)" if _closest(k, names) else ""
                 raise UserError(f"{source or 'option'}: unknown key '{key}' for stage '{cls.stage}'{hint}")
             values[k] = coerce(cls, k, value, source or "--" + k.replace("_", "-"))
+            check_bounds(cls, k, values[k], source or "--" + k.replace("_", "-"))
     return cls(**values)
+
+
+def check_bounds(cls: type, key: str, value: Any, source: str) -> None:
+    """One line naming the option when a value lies outside its field's ``minimum`` / ``maximum``."""
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == key)
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    if value is None or (lo is None and hi is None):
+        return
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        where = source if source.startswith("--") else f"{source}: '{key}'"
+        want = f"between {lo} and {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+        raise UserError(f"{where} must be {want}, got {value!r}")
 
 
 def _closest(key: str, names: set[str]) -> str | None:

@@ -77,14 +77,27 @@ def build_llama(
     return model
 
 
+def load_pretrained(auto_class: Any, path: str | Path, what: str = "model", **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained(path, **kwargs)``, with every way a folder can be broken (missing, incomplete, a
+    truncated or garbage weights file, a config that does not parse) turned into one line naming the folder or file."""
+    from safetensors import SafetensorError
+
+    try:
+        return auto_class.from_pretrained(str(path), **kwargs)
+    except SafetensorError as e:
+        files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+        where = ", ".join(str(f) for f in files) or str(path)
+        raise UserError(f"cannot load {what} from {path}: {where} is not a valid safetensors file ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot load {what} from {path}: {msg}") from None
+
+
 def load_causal_lm(path: str | Path, device: Any = None, dtype: Any = None) -> Any:
     """Load a causal LM from a model folder or hub id."""
     from transformers import AutoModelForCausalLM
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype) if dtype else AutoModelForCausalLM.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    model = load_pretrained(AutoModelForCausalLM, path, **({"dtype": dtype} if dtype else {}))
     if device is not None:
         model.to(device)
     return model

@@ -242,12 +242,21 @@ def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings
 def run(cfg: RunConfig) -> Path:
     if cfg.stop_after and cfg.stop_after not in [s[0] for s in STAGES]:
         raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
+    tables = {OPTION_TABLES.get(name, name) for name, _, _ in STAGES} | {name for name, _, _ in STAGES}
+    for key in cfg.stage_options:
+        if key not in tables:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(tables), n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else f" (stage tables: {', '.join(sorted(tables))})"
+            raise UserError(f"config: unknown stage table [{key}]{hint}")
     if cfg.side_by_side not in ("auto", "on", "off"):
         raise UserError(f"--side-by-side: expected auto, on or off, got '{cfg.side_by_side}'")
     seeds = parse_seeds(cfg.seeds) if cfg.seeds else None
     run_dir = Path(cfg.run or f"runs/{cfg.preset}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run: {run_dir} is a file, not a folder")
+    _stage_configs(cfg, run_dir)  # a bad option or preset is refused before the folder is made
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir):
         return _run(cfg, run_dir) if seeds is None else _run_seeds(cfg, run_dir, seeds)
@@ -317,6 +326,17 @@ def _exclusive(run_dir: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
+    """(name, module, config) of every stage to run: all resolved before any work, so that a bad option fails at once."""
+    configs = []
+    for name, module, cls_name in STAGES:
+        mod = importlib.import_module(module)
+        configs.append((name, mod, stage_config(name, getattr(mod, cls_name), cfg, run_dir)))
+        if name == cfg.stop_after:
+            break
+    return configs
+
+
 def _run(cfg: RunConfig, run_dir: Path) -> Path:
     meta_path = run_dir / "run.json"
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
@@ -324,13 +344,7 @@ def _run(cfg: RunConfig, run_dir: Path) -> Path:
         raise UserError(f"{run_dir} holds a run over seeds {old['seeds']}: pass --seeds {','.join(map(str, old['seeds']))} (or use another --run folder)")
     if old is not None and (old.get("preset") != cfg.preset or old.get("seed") != cfg.seed):
         raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}; use another --run folder")
-    # resolve every stage's config first, so a bad option fails before hours of work (and before anything is written)
-    configs = []
-    for name, module, cls_name in STAGES:
-        mod = importlib.import_module(module)
-        configs.append((name, mod, stage_config(name, getattr(mod, cls_name), cfg, run_dir)))
-        if name == cfg.stop_after:
-            break
+    configs = _stage_configs(cfg, run_dir)
     if old is None:
         meta_path.write_text(json.dumps({"preset": cfg.preset, "seed": cfg.seed}))
     timings_path = run_dir / "timings.json"

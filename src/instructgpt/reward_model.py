@@ -187,7 +187,7 @@ def load_reward_model(path: str | Path, device: Any = None) -> RewardModel:
     """Load a reward-model folder written by ``igpt rm`` (or any 1-label sequence-classification folder), in eval mode."""
     from transformers import AutoModelForSequenceClassification
 
-    from .models import resolve_device
+    from .models import load_pretrained, resolve_device
     from .tokenizer import load_tokenizer
 
     path = Path(path)
@@ -195,10 +195,7 @@ def load_reward_model(path: str | Path, device: Any = None) -> RewardModel:
         raise UserError(f"not a reward model folder: {path} (no config.json; run igpt rm first)")
     dev = device if device is not None else resolve_device("auto")
     tok = load_tokenizer(path)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load reward model from {path}: {str(e).splitlines()[0]}") from None
+    model = load_pretrained(AutoModelForSequenceClassification, path, "reward model")
     if model.config.num_labels != 1:
         raise UserError(f"{path}: a reward model has one output (num_labels=1), this one has {model.config.num_labels}")
     model.to(dev).eval()

@@ -28,7 +28,7 @@ class ChatConfig(StageConfig):
     run: str = field("", "run directory to take the model from when --model is not given")
     system: str = field("", "system message at the start of the conversation")
     max_new_tokens: int = field(128, "longest reply in tokens")
-    temperature: float = field(0.7, "sampling temperature (0 = greedy)")
+    temperature: float = field(0.7, "sampling temperature (0 = greedy)", minimum=0.0)
     top_p: float = field(0.95, "nucleus sampling mass")
     top_k: int = field(0, "sample among the k most likely tokens (0 = all)")
     seed: int = field(0, "random seed (each reply uses the next seed; -1 = random)")

@@ -59,7 +59,7 @@ class EvalConfig(StageConfig):
     n_probes: int = field(200, "knowledge probes for the alignment tax")
     lm_tokens: int = field(40000, "held-out pretraining tokens for the alignment-tax loss")
     max_new_tokens: int = field(48, "response length limit")
-    temperature: float = field(0.7, "sampling temperature of the evaluated models")
+    temperature: float = field(0.7, "sampling temperature of the evaluated models", minimum=0.0)
     top_p: float = field(0.95, "nucleus sampling mass")
     batch_size: int = field(64, "prompts per sampling batch")
     seed: int = field(0, "seed for sampling and labeler noise")

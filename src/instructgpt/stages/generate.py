@@ -24,7 +24,7 @@ class GenerateConfig(StageConfig):
     out: str = field("", "write JSONL results here instead of printing")
     chat: bool = field(True, "apply the chat template (off: continue the raw text, like a pretrained model)")
     max_new_tokens: int = field(64, "tokens to generate at most")
-    temperature: float = field(0.7, "sampling temperature (0 = greedy)")
+    temperature: float = field(0.7, "sampling temperature (0 = greedy)", minimum=0.0)
     top_p: float = field(0.95, "nucleus sampling mass")
     top_k: int = field(0, "sample among the k most likely tokens (0 = all)")
     batch_size: int = field(32, "prompts per batch")

@@ -100,7 +100,7 @@ class PPOConfig(StageConfig):
     score_clip: float = field(0.0, "clip normalised scores to +-N (0 = off)")
     eval_every: int = field(5, "gold-judge evaluation on held-out prompts every N steps, and at the start and end (0 = off)")
     eval_prompts: int = field(64, "held-out prompts in the gold-judge sample (fixed for the whole run)")
-    eval_temperature: float = field(1.0, "sampling temperature of the gold-judge evaluation")
+    eval_temperature: float = field(1.0, "sampling temperature of the gold-judge evaluation", minimum=0.0)
     val_tokens: int = field(16384, "held-out pretraining tokens for the pretraining-loss metric, measured with the gold evaluation (0 = off)")
     sample_every: int = field(5, "write a table of sample responses to samples.jsonl every N steps (0 = off)")
     n_samples: int = field(4, "rows in each sample table")
@@ -404,14 +404,14 @@ class RewardScorer:
 
 def load_sequence_classifier(path: str, device: Any) -> Any:
     from transformers import AutoModelForSequenceClassification
+
+    from ..models import load_pretrained
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a causal-LM folder loads with a fresh head: expected, not worth a warning
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load a reward/value model from {path}: {str(e).splitlines()[0]}") from None
+        model = load_pretrained(AutoModelForSequenceClassification, path, "a reward/value model", num_labels=1)
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.to(device)

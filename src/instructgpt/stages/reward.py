@@ -168,12 +168,10 @@ def build_reward_model(backbone: str, tok: Any, seed: int) -> Any:
     """The backbone as a 1-output sequence-classification model (HF loads the trunk; we init the head)."""
     from transformers import AutoModelForSequenceClassification
 
+    from ..models import load_pretrained
     from ..reward_model import init_head
 
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load backbone from {backbone}: {str(e).splitlines()[0]}") from None
+    model = load_pretrained(AutoModelForSequenceClassification, backbone, "the backbone", num_labels=1)
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id

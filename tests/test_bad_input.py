@@ -1,0 +1,96 @@
+"""Bad input gets one clear line naming the file or option, a non-zero exit, no traceback and nothing left behind.
+
+One row per case; a new command or format adds rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from instructgpt.cli import main
+
+
+def _broken_model(tmp_path: Path, tiny_model_dir: Path, how: str) -> Path:
+    m = tmp_path / f"model-{how}"
+    shutil.copytree(tiny_model_dir, m)
+    w = m / "model.safetensors"
+    if how == "truncated":
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 3])
+    elif how == "garbage":
+        w.write_bytes(b"\x00\x01not a safetensors file" * 10)
+    elif how == "empty":
+        w.write_bytes(b"")
+    elif how == "bad-config":
+        (m / "config.json").write_text("{ not json")
+    return m
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+BROKEN = ["truncated", "garbage", "empty", "bad-config"]
+
+
+@pytest.mark.parametrize("how", BROKEN)
+@pytest.mark.parametrize("command", ["sft", "rm", "generate"])
+def test_a_broken_model_folder_is_one_line(tmp_path, tiny_model_dir, capsys, command, how):
+    model = _broken_model(tmp_path, tiny_model_dir, how)
+    data = tmp_path / "data.jsonl"
+    if command == "sft":
+        data.write_text('{"prompt": "What is the capital of Aland?", "response": "Aldor."}\n' * 8)
+        argv = ["sft", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "out")]
+    elif command == "rm":
+        data.write_text('{"prompt": "Capital of Aland?", "chosen": "Aldor.", "rejected": "no"}\n' * 8)
+        argv = ["rm", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "out")]
+    else:
+        argv = ["generate", "--model", str(model), "--prompt", "Hello"]
+    before = _files(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert "cannot load" in err[0] and str(model) in err[0], err
+    if how in ("truncated", "garbage", "empty"):
+        assert "model.safetensors is not a valid safetensors file" in err[0], err
+    assert _files(tmp_path) == before  # nothing written, no *.partial or lock left
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--model", "m", "--prompt", "x", "--temperature", "-1"], "--temperature must be >= 0.0, got -1.0"),
+    (["chat", "--model", "m", "--temperature", "-0.5"], "--temperature must be >= 0.0, got -0.5"),
+    (["eval", "--run", "r", "--temperature", "-2"], "--temperature must be >= 0.0, got -2.0"),
+    (["ppo", "--eval-temperature", "-1"], "--eval-temperature must be >= 0.0, got -1.0"),
+    (["run", "--seeds", "0"], "--seeds: expected a count"),
+    (["run", "--seeds", "1,1"], "--seeds: expected distinct seeds"),
+    (["label", "--prompt-mix", "uniform", "--run", "r"], "--prompt-mix: must be natural or families"),
+])
+def test_options_out_of_range_are_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_misspelled_stage_table_in_a_pipeline_config_is_an_error(tmp_path, capsys):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('preset = "tiny"\n[pretrian]\nmax_steps = 3\n')
+    assert main(["run", "--config", str(cfg), "--run", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["igpt run: error: config: unknown stage table [pretrian] (did you mean [pretrain]?)"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_into_a_file_or_with_an_unknown_preset_writes_nothing(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["run", "--preset", "tiny", "--run", str(f)]) == 2
+    assert capsys.readouterr().err.strip() == f"igpt run: error: --run: {f} is a file, not a folder"
+    assert main(["run", "--preset", "huge", "--run", str(tmp_path / "p")]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+    # and a later run with a real preset in that folder is not refused
+    assert main(["run", "--preset", "tiny", "--run", str(tmp_path / "p"), "--stop-after", "world"]) == 0
