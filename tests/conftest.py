@@ -85,3 +85,13 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     out = tmp_path_factory.mktemp("model")
     save_model(model, tok, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """The built-in world at size tiny, saved to a folder."""
+    from instructgpt.world import World
+
+    out = tmp_path_factory.mktemp("world") / "world"
+    World.generate(seed=0, size="tiny").save(out)
+    return out

@@ -94,3 +94,62 @@ def test_run_into_a_file_or_with_an_unknown_preset_writes_nothing(tmp_path, caps
     assert not (tmp_path / "p").exists()
     # and a later run with a real preset in that folder is not refused
     assert main(["run", "--preset", "tiny", "--run", str(tmp_path / "p"), "--stop-after", "world"]) == 0
+
+
+NOT_UTF8 = b'{"prompt": "caf\xe9", "response": "ok"}\n'
+
+
+@pytest.mark.parametrize("command", ["sft", "rm", "generate", "pretrain", "tokenizer", "judge"])
+def test_a_file_that_is_not_utf8_is_one_line_naming_line_and_byte(tmp_path, tiny_model_dir, tiny_world, capsys, command):
+    from instructgpt.world import World
+
+    pid = World.load(tiny_world).prompts("eval")[0]["id"].encode()
+    bad = tmp_path / ("corpus.txt" if command in ("pretrain", "tokenizer") else "data.jsonl")
+    first = b'{"prompt": "fine", "response": "fine", "chosen": "a", "rejected": "b", "id": "' + pid + b'"}\n'
+    bad.write_bytes(first + NOT_UTF8
+                    if command not in ("pretrain", "tokenizer") else b"A good first document.\n\nA second one, caf\xe9.\n")
+    out = tmp_path / "out"
+    argv = {
+        "sft": ["sft", "--model", str(tiny_model_dir), "--data", str(bad), "--out", str(out)],
+        "rm": ["rm", "--model", str(tiny_model_dir), "--data", str(bad), "--out", str(out)],
+        "generate": ["generate", "--model", str(tiny_model_dir), "--prompts", str(bad)],
+        "pretrain": ["pretrain", "--corpus", str(bad), "--tokenizer", str(tiny_model_dir), "--out", str(out), "--preset", "tiny"],
+        "tokenizer": ["tokenizer", "--corpus", str(bad), "--out", str(out)],
+        "judge": ["judge", "--world", str(tiny_world), "--in", str(bad), "--out", str(tmp_path / "scores.jsonl")],
+    }[command]
+    before = _files(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    line = 3 if command in ("pretrain", "tokenizer") else 2
+    offset = len(b"A good first document.\n\nA second one, caf") if line == 3 else len(first + b'{"prompt": "caf')
+    assert len(err) == 1 and f"{bad}:{line}: not UTF-8 text (byte offset {offset}" in err[0], err
+    assert _files(tmp_path) == before
+
+
+def test_judge_into_a_folder_leaves_nothing(tmp_path, tiny_world, capsys):
+    from instructgpt.world import World
+
+    rec = World.load(tiny_world).prompts("eval")[0]
+    src = tmp_path / "in.jsonl"
+    src.write_text(f'{{"id": "{rec["id"]}", "response": "An answer."}}\n')
+    (tmp_path / "outdir").mkdir()
+    before = _files(tmp_path)
+    assert main(["judge", "--world", str(tiny_world), "--in", str(src), "--out", str(tmp_path / "outdir")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "outdir: cannot write" in err[0], err
+    assert _files(tmp_path) == before
+
+
+def test_pretraining_with_a_tokenizer_without_eos_is_one_line(tmp_path, tiny_tokenizer_dir, toy_corpus, capsys):
+    import json
+
+    tok = tmp_path / "tok"
+    shutil.copytree(tiny_tokenizer_dir, tok)
+    cfg = json.loads((tok / "tokenizer_config.json").read_text())
+    cfg["eos_token"] = None
+    (tok / "tokenizer_config.json").write_text(json.dumps(cfg))
+    before = _files(tmp_path)
+    assert main(["pretrain", "--corpus", str(toy_corpus), "--tokenizer", str(tok), "--out", str(tmp_path / "out"), "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no end-of-sequence token" in err[0], err
+    assert _files(tmp_path) == before

@@ -26,7 +26,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import UserError, data_error
+from ..errors import UserError
+from ..textio import jsonl_objects
 
 FORMATS = ("auto", "chat", "prompt_response", "alpaca")
 ROLES = ("system", "user", "assistant")
@@ -122,21 +123,8 @@ def read_demonstrations(path: str | Path, fmt: str = "auto") -> list[dict]:
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"demonstrations file not found: {p}")
     rows = []
-    with open(p, encoding="utf-8") as f:
-        try:
-            lines = list(f)
-        except UnicodeDecodeError as e:
-            raise data_error(p, None, f"not UTF-8 text ({e.reason})") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise data_error(p, i, f"not valid JSON ({e.msg})") from None
+    for i, obj in jsonl_objects(p, "demonstrations file"):
         msgs = record_to_messages(obj, fmt, where=f"{p}:{i}")
         rid = obj.get("id") if isinstance(obj.get("id"), (str, int)) else f"{p.name}:{i}"
         rows.append({"id": str(rid), "messages": msgs, "source": f"{p}:{i}"})

@@ -17,34 +17,24 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import UserError, data_error
+from ..textio import jsonl_objects, text_lines
 
 
 def _read_jsonl_texts(path: Path, field: str = "text") -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise data_error(path, i, f"not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-                raise data_error(path, i, f"expected an object with a string field '{field}'")
-            yield obj[field]
+    for i, obj in jsonl_objects(path, "corpus file"):
+        if not isinstance(obj.get(field), str):
+            raise data_error(path, i, f"expected an object with a string field '{field}'")
+        yield obj[field]
 
 
 def _read_txt(path: Path) -> Iterator[str]:
     buf: list[str] = []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            for line in f:
-                if line.strip():
-                    buf.append(line.rstrip("\n"))
-                elif buf:
-                    yield "\n".join(buf)
-                    buf = []
-        except UnicodeDecodeError as e:
-            raise data_error(path, None, f"not UTF-8 text ({e.reason})") from None
+    for _, line in text_lines(path, "corpus file"):
+        if line.strip():
+            buf.append(line)
+        elif buf:
+            yield "\n".join(buf)
+            buf = []
     if buf:
         yield "\n".join(buf)
 
@@ -122,13 +112,20 @@ def tokenize_corpus(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tokenise a corpus once and cache it as two memory-mapped arrays (train, validation) of token ids."""
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     key = _source_fingerprint(source, tokenizer_hash(tok), val_fraction)
     dtype = np.uint16 if len(tok) < 65535 else np.uint32
     paths = {s: cache_dir / f"tokens-{key}-{s}.bin" for s in ("train", "val")}
     meta_path = cache_dir / f"tokens-{key}.json"
     if not meta_path.is_file():
         eos = tok.eos_token_id
+        if eos is None:
+            raise UserError("the tokenizer has no end-of-sequence token (eos_token), which separates the corpus's documents; "
+                            "add one to its tokenizer_config.json")
+        made = [d for d in [cache_dir, *cache_dir.parents] if not d.exists()]
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the token cache {cache_dir}: {e.strerror or e}") from None
         tmp = {s: open(str(p) + ".tmp", "wb") for s, p in paths.items()}
         counts = {"train": 0, "val": 0, "docs_train": 0, "docs_val": 0}
         try:
@@ -150,13 +147,21 @@ def tokenize_corpus(
                     flush()
             if docs:
                 flush()
-        finally:
+            if counts["docs_train"] == 0:
+                raise UserError(f"corpus {source} holds no documents")
+        except BaseException:  # nothing half-written stays behind
             for f in tmp.values():
                 f.close()
-        if counts["docs_train"] == 0:
             for p in paths.values():
                 Path(str(p) + ".tmp").unlink(missing_ok=True)
-            raise UserError(f"corpus {source} holds no documents")
+            for d in made:  # the folders this call made, innermost first
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+            raise
+        for f in tmp.values():
+            f.close()
         for s, p in paths.items():
             os.replace(str(p) + ".tmp", p)
         meta_path.write_text(json.dumps({"source": str(source), "dtype": np.dtype(dtype).name, **counts}))

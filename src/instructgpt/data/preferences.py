@@ -19,15 +19,15 @@ is skipped and counted in a :class:`SkipReport`, which the reward stage prints.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from ..errors import UserError, data_error
+from ..textio import jsonl_objects
+from ..errors import UserError
 
 HELDOUT_SPLIT = "rm-heldout"  # comparisons stored with this split are for evaluation only; the reward model never trains on them
 EMPTY_POLICIES = ("skip", "keep", "error")
@@ -148,20 +148,6 @@ def split_hh_pair(chosen: str, rejected: str) -> tuple[list[dict], str, str] | N
 
 
 # ---------------------------------------------------------------------------------------------- files
-def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
-    if not path.is_file():
-        raise UserError(f"comparison file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                yield i, line
-    except UnicodeDecodeError as e:
-        raise data_error(path, None, f"not UTF-8 text ({e.reason})") from None
-    except (OSError, EOFError) as e:  # a truncated or non-gzip .gz file
-        raise data_error(path, None, f"cannot read: {e}") from None
-
-
 def _messages(value: Any, where: str, what: str) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise UserError(f"{where}: '{what}' must be a string or a non-empty list of chat messages")
@@ -299,14 +285,8 @@ def read_comparisons(path: str | Path, empty: str = "skip", skips: SkipReport | 
     path = Path(path)
     skips = skips if skips is not None else SkipReport()
     out: list[Comparison] = []
-    for i, line in _open_lines(path):
-        if not line.strip():
-            continue
+    for i, obj in jsonl_objects(path, "comparison file"):
         where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not valid JSON ({e.msg})") from None
         c = parse_line(obj, where, skips, empty)
         if c is not None:
             out.append(c)
@@ -409,14 +389,8 @@ def read_demonstrations(path: str | Path) -> list[tuple[Any, str]]:
     ``prompt``/``response``, or ``instruction``/``input``/``output``."""
     path = Path(path)
     out = []
-    for i, line in _open_lines(path):
-        if not line.strip():
-            continue
+    for i, obj in jsonl_objects(path, "comparison file"):
         where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not valid JSON ({e.msg})") from None
         pr = demonstration_pair(obj, where)
         if pr is not None:
             out.append(pr)

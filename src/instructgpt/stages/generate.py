@@ -33,21 +33,14 @@ class GenerateConfig(StageConfig):
 
 
 def read_prompts(path: str) -> list[dict]:
+    from ..textio import jsonl_objects
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"prompts file not found: {p}")
     rows = []
-    with open(p, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise data_error(p, i, f"not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not (isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)):
-                raise data_error(p, i, "expected {\"prompt\": text} or {\"messages\": [...]}")
-            rows.append(obj)
+    for i, obj in jsonl_objects(p, "prompts file"):
+        if not (isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)):
+            raise data_error(p, i, "expected {\"prompt\": text} or {\"messages\": [...]}")
+        rows.append(obj)
     return rows
 
 

@@ -56,33 +56,23 @@ def world_command(out: str, seed: int = 0, size: str = "default", overwrite: boo
 
 def read_responses(path: Path, world: World) -> list[dict]:
     """Lines of ``{"id": prompt id, "response": text}``; anything else is a one-line file:line error."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    from ..textio import jsonl_objects
+
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            s = line.strip()
-            if not s:
-                continue
-            try:
-                obj = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise data_error(path, i, f"not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise data_error(path, i, f"expected a JSON object with \"id\" and \"response\", got {type(obj).__name__}")
-            if "id" not in obj:
-                raise data_error(path, i, "missing field 'id' (a prompt id of the world)")
-            if not isinstance(obj["id"], str):
-                raise data_error(path, i, f"field 'id' must be a string, got {type(obj['id']).__name__}")
-            if "response" not in obj:
-                raise data_error(path, i, "missing field 'response'")
-            if not isinstance(obj["response"], str):
-                raise data_error(path, i, f"field 'response' must be a string, got {type(obj['response']).__name__}")
-            try:
-                world.prompt(obj["id"])
-            except UserError:
-                raise data_error(path, i, f"unknown prompt id {obj['id']!r} (not in the world)") from None
-            rows.append(obj)
+    for i, obj in jsonl_objects(path, "responses file"):
+        if "id" not in obj:
+            raise data_error(path, i, "missing field 'id' (a prompt id of the world)")
+        if not isinstance(obj["id"], str):
+            raise data_error(path, i, f"field 'id' must be a string, got {type(obj['id']).__name__}")
+        if "response" not in obj:
+            raise data_error(path, i, "missing field 'response'")
+        if not isinstance(obj["response"], str):
+            raise data_error(path, i, f"field 'response' must be a string, got {type(obj['response']).__name__}")
+        try:
+            world.prompt(obj["id"])
+        except UserError:
+            raise data_error(path, i, f"unknown prompt id {obj['id']!r} (not in the world)") from None
+        rows.append(obj)
     if not rows:
         raise UserError(f"{path}: no lines to score")
     return rows
@@ -115,6 +105,7 @@ def judge_command(world: str, in_path: str, out_path: str, quiet: bool = False) 
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
         os.replace(tmp, dst)
     except OSError as e:
+        tmp.unlink(missing_ok=True)
         raise UserError(f"{dst}: cannot write ({e.strerror or e})") from None
     n = len(results)
     summary = {

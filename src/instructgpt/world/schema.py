@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import UserError, data_error
+from ..errors import data_error
 from .kb import ENTITY_TYPES
 from .tasks import CATEGORIES, FAMILIES
 
@@ -30,27 +30,16 @@ ENTITY_ATTRS: dict[str, dict[str, str]] = {
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-empty line; malformed JSON or a non-object is a file:line error."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            s = line.strip()
-            if not s:
-                continue
-            try:
-                obj = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise data_error(path, i, f"not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise data_error(path, i, f"expected a JSON object, got {type(obj).__name__}")
-            yield i, obj
+    from ..textio import jsonl_objects
+
+    yield from jsonl_objects(path)
 
 
 def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    from ..textio import read_text
+
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise data_error(path, e.lineno, f"not valid JSON ({e.msg})") from None
     if not isinstance(obj, dict):
