@@ -153,3 +153,38 @@ def test_pretraining_with_a_tokenizer_without_eos_is_one_line(tmp_path, tiny_tok
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no end-of-sequence token" in err[0], err
     assert _files(tmp_path) == before
+
+
+def test_tokenizer_with_too_small_a_vocabulary_leaves_nothing(tmp_path, toy_corpus, capsys):
+    before = _files(tmp_path)
+    assert main(["tokenizer", "--corpus", str(toy_corpus), "--vocab-size", "5", "--out", str(tmp_path / "tok")]) == 2
+    assert "--vocab-size: must be at least" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("spec", ["x=missing", "x=sub/missing"])
+def test_eval_with_a_missing_model_leaves_nothing(tmp_path, tiny_world, tiny_model_dir, capsys, spec):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(tiny_world, run / "world")
+    shutil.copytree(tiny_model_dir, run / "sft")
+    (run / "sft" / "igpt_complete.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    before = _files(tmp_path)
+    monkey = spec.replace("sub/", f"{tmp_path}/sub/")
+    assert main(["eval", "--run", str(run), "--models", monkey]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not found" in err[0], err
+    assert _files(tmp_path) == before
+
+
+def test_a_missing_local_model_path_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    t0 = time.time()
+    for ref in ("d/nope", "./nope", str(tmp_path / "nope")):
+        assert main(["generate", "--model", ref, "--prompt", "hi"]) == 2
+        assert f"folder not found: {ref}" in capsys.readouterr().err
+    assert time.time() - t0 < 30  # not a hub lookup waiting for the network

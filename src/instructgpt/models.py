@@ -77,11 +77,24 @@ def build_llama(
     return model
 
 
+def check_model_ref(path: str | Path, what: str = "model") -> None:
+    """A reference that is meant as a local folder but does not exist is an error at once (not a hub lookup that waits for
+    the network): a path that starts with '.', '~' or '/', or whose first component is a folder here."""
+    p = Path(str(path)).expanduser()
+    if p.exists():
+        return
+    text = str(path)
+    first = Path(text).parts[0] if Path(text).parts else ""
+    if text.startswith((".", "/", "~")) or len(Path(text).parts) > 2 or (len(Path(text).parts) == 2 and Path(first).is_dir()):
+        raise UserError(f"{what} folder not found: {path}")
+
+
 def load_pretrained(auto_class: Any, path: str | Path, what: str = "model", **kwargs: Any) -> Any:
     """``auto_class.from_pretrained(path, **kwargs)``, with every way a folder can be broken (missing, incomplete, a
     truncated or garbage weights file, a config that does not parse) turned into one line naming the folder or file."""
     from safetensors import SafetensorError
 
+    check_model_ref(path, what)
     try:
         return auto_class.from_pretrained(str(path), **kwargs)
     except SafetensorError as e:

@@ -81,7 +81,7 @@ def own_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
     A second process that would write the same output (the same stage started twice, a ``--resume`` beside a live run)
     stops at once with one line naming the owner's process id, instead of writing into, clearing or renaming a folder
     that a live process owns. The operating system releases the lock when its process dies, so an abandoned partial
-    folder can still be resumed; the lock file is removed when the stage ends.
+    folder can still be resumed; the lock file is removed when the stage ends, and an empty partial folder when it fails.
     """
     if not enabled:
         yield
@@ -122,6 +122,12 @@ def own_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
         f.write(str(os.getpid()))
         f.flush()
         yield
+    except BaseException:
+        try:  # a stage that failed before writing anything leaves no empty partial folder behind
+            partial_path(out).rmdir()
+        except OSError:
+            pass
+        raise
     finally:
         try:
             path.unlink()

@@ -22,13 +22,18 @@ CHAT_TEMPLATE = (
 )
 
 
+def check_vocab_size(vocab_size: int) -> None:
+    """The 256 bytes, the special tokens and at least one merge."""
+    if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
+        raise UserError(f"--vocab-size: must be at least {256 + len(SPECIAL_TOKENS) + 1} for a byte-level BPE, got {vocab_size}")
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Any:
     """Train a byte-level BPE tokenizer and wrap it as a ``PreTrainedTokenizerFast`` with the chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
-        raise UserError(f"--vocab-size: must be at least {256 + len(SPECIAL_TOKENS) + 1} for a byte-level BPE, got {vocab_size}")
+    check_vocab_size(vocab_size)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -57,6 +62,9 @@ def load_tokenizer(path: str | Path) -> Any:
     """Load a tokenizer folder or hub id; give it a pad token distinct from EOS and a chat template if it lacks them."""
     from transformers import AutoTokenizer
 
+    from .models import check_model_ref
+
+    check_model_ref(path, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as e:

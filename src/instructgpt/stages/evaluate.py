@@ -23,6 +23,7 @@ from ..config import StageConfig, check_positive, field, save_config
 from ..errors import UserError
 from ..evaluation import heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
 from ..report.text import format_table
+from ..models import check_model_ref
 from ..rundir import begin_output, finish_output, is_complete, own_output, read_host
 
 RESULTS_SCHEMA_VERSION = 1
@@ -93,6 +94,7 @@ def _candidates(cfg: EvalConfig, run: Path | None) -> list[Candidate]:
             raise UserError(f"--models: expected name=path, got '{spec}'")
         if not Path(path).exists() and "/" not in path:
             raise UserError(f"--models: model not found: {path}")
+        check_model_ref(path, f"--models {name}: model")
         cands.append(Candidate(name, path, "chat"))
     if not any(c.name == "sft" for c in cands):
         raise UserError("no SFT model to compare against: the run has no complete sft/ folder (or pass --models sft=PATH)")

@@ -40,9 +40,10 @@ def resolve_paths(cfg: TokenizerConfig) -> tuple[str, Path]:
 
 def run(cfg: TokenizerConfig) -> Path:
     from ..data.corpus import iter_documents
-    from ..tokenizer import train_bpe
+    from ..tokenizer import check_vocab_size, train_bpe
 
     check_positive(cfg, "vocab_size", "max_docs")
+    check_vocab_size(cfg.vocab_size)
     corpus, out = resolve_paths(cfg)
     docs = list(itertools.islice(iter_documents(corpus), cfg.max_docs))  # reads and validates before anything is written
     if not docs:
