@@ -188,3 +188,12 @@ def test_a_missing_local_model_path_is_refused_at_once(tmp_path, capsys, monkeyp
         assert main(["generate", "--model", ref, "--prompt", "hi"]) == 2
         assert f"folder not found: {ref}" in capsys.readouterr().err
     assert time.time() - t0 < 30  # not a hub lookup waiting for the network
+
+
+def test_a_comparison_prompt_with_an_unknown_role_is_one_line(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": [{"role": "robot", "content": "hi"}], "chosen": "a", "rejected": "b"}\n')
+    assert main(["rm", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"igpt rm: error: {data}:1: 'prompt' message 1 has role 'robot' (expected system, user, assistant)"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

@@ -151,9 +151,13 @@ def split_hh_pair(chosen: str, rejected: str) -> tuple[list[dict], str, str] | N
 def _messages(value: Any, where: str, what: str) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise UserError(f"{where}: '{what}' must be a string or a non-empty list of chat messages")
-    for m in value:
+    from .chat import ROLES
+
+    for i, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise UserError(f"{where}: '{what}' messages need string 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise UserError(f"{where}: '{what}' message {i + 1} has role {m['role']!r} (expected {', '.join(ROLES)})")
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
