@@ -166,7 +166,7 @@ def test_tiny_run_over_two_seeds_resumes_and_aggregates(tmp_path, capsys):
         m = agg["models"][name]
         assert m["win_rate_vs_sft"]["values"] == [p["models"][name]["win_rate_vs_sft"] for p in per]
         assert m["win_rate_pooled"]["n"] == sum(p["models"][name]["n_comparisons"] for p in per)
-    assert agg["models"]["ppo"]["harmful_vs_sft_pooled"]["n"] == 2 * per[0]["sample_sizes"]["harmful"]
+    assert agg["models"]["ppo"]["harmful_vs_sft_pooled"]["n"] == sum(p["sample_sizes"]["harmful"] for p in per)
     ids = {c["id"] for c in agg["claims"]}
     assert {"sft_beats_pretrained", "ppo_gold_gain", "ppo_ptx_win_rate", "ppo_harmful", "ptx_alignment_tax"} <= ids
     assert all(len(c["per_seed"]) == 2 for c in agg["claims"])

@@ -40,7 +40,7 @@ class LabelConfig(StageConfig):
     stage: ClassVar[str] = "label"
     presets: ClassVar[dict] = {
         "tiny": dict(n_prompts=44, heldout_prompts=16, k=4, max_new_tokens=24, chunk_prompts=16),
-        "default": dict(n_prompts=320, heldout_prompts=128, k=6, max_new_tokens=48, chunk_prompts=64),
+        "default": dict(n_prompts=0, heldout_prompts=128, k=6, max_new_tokens=48, chunk_prompts=64),
         "gpu": dict(n_prompts=2700, heldout_prompts=300, k=6, max_new_tokens=96, chunk_prompts=256, batch_size=256),
     }
 
@@ -53,9 +53,9 @@ class LabelConfig(StageConfig):
     n_prompts: int = field(640, "training comparison prompts (0 = all the world's rm prompts left after the held-out slice)")
     heldout_prompts: int = field(128, "held-out comparison prompts, ranked by a training and a held-out labeler, never trained on")
     double_share: float = field(0.2, "share of training prompts ranked by a second labeler (measures agreement)")
-    prompt_mix: str = field("natural", "which comparison prompts are labelled: natural (a random draw from the world's rm split, "
-                                       "whose task families are as common as in use) or families (round robin over the task "
-                                       "families, so a rare one, such as harmful requests, is not left to chance)")
+    prompt_mix: str = field("families", "which comparison prompts are labelled: families (round robin over the task families, "
+                                        "so that a rare one, such as harmful requests, is not left to chance) or natural (a random "
+                                        "draw from the world's rm split, families as common as in use)")
     labeler: str = field("sim", "sim (the world's simulated labelers rank) or human (only queue tasks for igpt serve)")
     max_new_tokens: int = field(48, "longest sampled response, in tokens")
     top_p: float = field(1.0, "nucleus sampling")
