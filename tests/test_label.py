@@ -43,7 +43,7 @@ def cfg(run: Path, **kw):
     from instructgpt.stages.label import LabelConfig
 
     base = dict(run=str(run), n_prompts=24, heldout_prompts=8, k=4, max_new_tokens=6, chunk_prompts=8, double_share=0.5,
-                progress=False)
+                progress=False, models=["sft@1.0", "sft@0.7", "pretrain@1.0"])
     base.update(kw)
     return LabelConfig(**base)
 
@@ -155,7 +155,7 @@ def test_sigkill_mid_labelling_then_resume(tmp_path, tiny_model_dir):
     from instructgpt.store import ComparisonStore
 
     args = ["--n-prompts", "100", "--heldout-prompts", "12", "--k", "4", "--max-new-tokens", "6", "--chunk-prompts", "4",
-            "--double-share", "0.3", "--no-progress"]
+            "--double-share", "0.3", "--no-progress", "--models", "sft@1.0,sft@0.7,pretrain@1.0"]
     # the reference: one uninterrupted run
     ref_run = make_run(tmp_path / "ref", tiny_model_dir)
     ref = label.run(cfg(ref_run, n_prompts=100, heldout_prompts=12, chunk_prompts=4, double_share=0.3))
@@ -249,3 +249,17 @@ def test_missing_models_and_world(tmp_path, tiny_model_dir, monkeypatch):
     os.symlink(tiny_model_dir, run / "pretrain")
     with pytest.raises(UserError, match="world"):
         label.run(cfg(run, world=str(tmp_path / "nowhere")))
+
+
+def test_default_models_are_the_policys_own_samples(tmp_path, tiny_model_dir):
+    """By default the K responses are SFT's: K = 6 gives four at temperature 1 (what PPO samples) and two at 0.7."""
+    from instructgpt.stages import label
+    from instructgpt.store import ComparisonStore
+
+    run = make_run(tmp_path, tiny_model_dir)
+    c = cfg(run, n_prompts=3, heldout_prompts=1, k=6)
+    out = label.run(label.LabelConfig(**{**c.__dict__, "models": []}))
+    store = ComparisonStore(out / "comparisons.sqlite")
+    for t in {r["task_id"]: r for r in store.rankings()}.values():
+        assert sorted(f"{m}@{x:g}" for m, x in zip(t["models"], t["temperatures"])) == ["sft@0.7"] * 2 + ["sft@1"] * 4
+    store.close()

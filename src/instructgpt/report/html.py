@@ -39,7 +39,7 @@ def _winrate_figure(points: list[tuple[str, float, float, float, list[float]]], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
     for i, (n, rate, lo, hi, seeds) in enumerate(points):
         if seeds:
             ax.scatter([i + 0.12] * len(seeds), seeds, s=14, alpha=0.6, color=COLORS.get(n, "#3366aa"), zorder=2)

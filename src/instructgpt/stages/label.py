@@ -30,7 +30,10 @@ from ..errors import UserError
 from ..rundir import begin_output, finish_output, is_complete, own_output, partial_path
 
 STORE_FILE = "comparisons.sqlite"
-DEFAULT_MODELS = ["sft@1.0", "sft@0.7", "pretrain@1.0"]
+# The policy's own distribution, as InstructGPT's comparisons were of its models' outputs: of K = 6 responses, four SFT
+# samples at temperature 1 (what PPO samples) and two at 0.7 (what the evaluation samples). A spec listed twice gets
+# twice the slots.
+DEFAULT_MODELS = ["sft@1.0", "sft@0.7", "sft@1.0"]
 
 
 @dataclasses.dataclass
@@ -48,7 +51,7 @@ class LabelConfig(StageConfig):
     out: str = field("", "output folder (overrides <run>/comparisons)")
     world: str = field("", "world folder with the comparison prompts and labelers (default: <run>/world)")
     models: list[str] = field([], "MODEL@TEMPERATURE specs that share the K responses round-robin; MODEL is a folder name in "
-                                  "the run (sft, pretrain) or a path (default: sft@1.0,sft@0.7,pretrain@1.0)")
+                                  "the run (sft, pretrain) or a path; a spec listed twice gets twice the slots (default: sft@1.0,sft@0.7,sft@1.0)")
     k: int = field(4, "responses per prompt (InstructGPT: 4 to 9)")
     n_prompts: int = field(640, "training comparison prompts (0 = all the world's rm prompts left after the held-out slice)")
     heldout_prompts: int = field(128, "held-out comparison prompts, ranked by a training and a held-out labeler, never trained on")
