@@ -101,7 +101,7 @@ def config_from_args(command: str, cls: type, argv: list[str]) -> Any:
 def _usage() -> str:
     lines = ["usage: igpt <command> [options]   (igpt <command> --help lists every option with its default)", "", "commands:"]
     lines += [f"  {name:<10} {desc}" for name, (_, _, desc) in COMMANDS.items()]
-    lines += ["", "Start with:  igpt run --preset tiny   (seconds)   or   igpt run   (the default preset, 14-16 minutes on a 2-core CPU)"]
+    lines += ["", "Start with:  igpt run --preset tiny   (seconds)   or   igpt run   (the default preset, 6-16 minutes a seed on a 2-core CPU)"]
     return "\n".join(lines)
 
 

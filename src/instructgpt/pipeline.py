@@ -30,7 +30,7 @@ class RunConfig(StageConfig):
 
     stage: ClassVar[str] = "run"
 
-    preset: str = field("default", "tiny (under a minute), default (14-16 minutes on a 2-core CPU) or gpu")
+    preset: str = field("default", "tiny (under a minute), default (6-16 minutes on a 2-core CPU, by its speed) or gpu")
     run: str = field("", "run directory (default: runs/<preset>)")
     seed: int = field(0, "seed for the world and every stage")
     seeds: str = field("", "run the whole recipe once per seed, into <run>/seed-N/, and report over the seeds in <run>/eval/: "
