@@ -120,8 +120,11 @@ def test_reward_model_agreement_with_gold_by_family_flags_an_inverted_family():
     assert by["harmful"] == {"rate": 0.0, "pairs": 18} and by["capital_of"] == {"rate": 1.0, "pairs": 30}
     assert out["families_against_gold"] == ["harmful"]
     assert out["accuracy_vs_gold"] == pytest.approx(30 / 48) and out["labelers_vs_gold"] == 1.0
-    # a family with too few pairs to say is not flagged
+    # a family with too few pairs to say is not flagged, nor one a little under 0.5 (chance, for two similar samples)
     assert gold_agreement(items[:1], scores[:1], Judge(), records)["families_against_gold"] == []
+    from instructgpt.stages.reward import families_against_gold
+
+    assert families_against_gold({"a": {"rate": 0.45, "pairs": 60}, "b": {"rate": 0.3, "pairs": 60}}) == ["b"]
 
 
 def test_family_mix_of_the_comparison_prompts():

@@ -356,9 +356,14 @@ def gold_agreement(items: list[dict], scores: list[list[float]], judge: Any, rec
 
 
 def families_against_gold(by_family: dict[str, dict], min_pairs: int = 10) -> list[str]:
-    """Task families on whose held-out pairs the reward model orders responses against the gold judge more often than
-    with it (over at least ``min_pairs`` pairs the judge orders): what PPO would optimise the wrong way."""
-    return [f for f, v in by_family.items() if v["pairs"] >= min_pairs and v["rate"] < 0.5]
+    """Task families on whose held-out pairs the reward model orders responses against the gold judge, beyond chance:
+    the 95% interval of its agreement lies below 0.5 (over at least ``min_pairs`` pairs the judge orders). PPO would
+    optimise such a family the wrong way. (Two samples of one model often differ little, so a rate a little under 0.5
+    on a few dozen pairs is not flagged.)"""
+    from ..evaluation import wilson_interval
+
+    return [f for f, v in by_family.items()
+            if v["pairs"] >= min_pairs and wilson_interval(v["rate"] * v["pairs"], v["pairs"])[1] < 0.5]
 
 
 # ---------------------------------------------------------------------------------------------- bias normalisation
@@ -556,7 +561,7 @@ def print_summary(out: Path, m: dict, stats: dict) -> None:
         print("  pairwise vs gold by task family, lowest: " + ", ".join(f"{f} {pct(v['rate']).strip()} ({v['pairs']})" for f, v in worst))
     for f in m.get("families_against_gold") or []:
         v = fams[f]
-        print(f"  warning: on {f} the reward model orders held-out pairs against the gold judge ({pct(v['rate']).strip()} of "
+        print(f"  warning: on {f} the reward model orders held-out pairs against the gold judge ({pct(v['rate']).strip()} agree, of "
               f"{v['pairs']} pairs): PPO would optimise that family the wrong way; more comparisons of it may help")
     print(f"  reward bias {stats['reward_bias']:+.4f}, std {stats['reward_std']:.4f} on {stats['demonstrations']} demonstrations"
           f" ({stats['demonstrations_source']})")
