@@ -68,7 +68,8 @@ def build_parser(command: str, cls: type) -> argparse.ArgumentParser:
         shown = "''" if default == "" else default
         presets = {k: v[f.name] for k, v in cls.presets.items() if f.name in v}
         extra = f"; presets: {', '.join(f'{k}={v}' for k, v in presets.items())}" if presets else ""
-        help_ = f"{help_} (default: {shown}{extra})"
+        # a help text that names its own default (a path in the run, say) does not get the field's empty one as well
+        help_ = f"{help_} (default: {shown}{extra})" if "(default:" not in help_ else (f"{help_[:-1]}{extra})" if extra else help_)
         if tp is bool:
             p.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_)
         elif typing.get_origin(tp) is list:

@@ -4,7 +4,7 @@ Conventions: response tensors have shape (B, T) with the response tokens first a
 ``mask`` is 1 on real response tokens (up to and including the stop token) and 0 on padding. Every reduction that
 produces a loss or a statistic is a masked one, so padding never counts.
 
-Sources for the details (see ``shared/RECIPE.md``): Ziegler et al. 2019 (lm-human-preferences, "LHP"), Ouyang et al. 2022
+Sources for the details: Ziegler et al. 2019 (lm-human-preferences, "LHP"), Ouyang et al. 2022
 ("InstructGPT"), Huang et al. "The N implementation details of RLHF with PPO".
 """
 

@@ -403,7 +403,7 @@ def _curves(run: Path | None) -> dict:
     for name, folder in (("ppo", "ppo"), ("ppo_ptx", "ppo-ptx")):
         rows = _read_jsonl(run / folder / "metrics.jsonl")
         if rows:
-            keys = ("reward", "rm_score", "kl", "gold_score", "ptx_loss")
+            keys = ("reward", "score", "kl", "gold_score", "ptx_loss")  # score: the reward model's, normalised
             curves[name] = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
     return curves
 
