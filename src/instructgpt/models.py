@@ -86,7 +86,7 @@ def check_model_ref(path: str | Path, what: str = "model") -> None:
     text = str(path)
     first = Path(text).parts[0] if Path(text).parts else ""
     if text.startswith((".", "/", "~")) or len(Path(text).parts) > 2 or (len(Path(text).parts) == 2 and Path(first).is_dir()):
-        raise UserError(f"{what} folder not found: {path}")
+        raise UserError(f"cannot load {what} from {path}: no such folder")
 
 
 def load_pretrained(auto_class: Any, path: str | Path, what: str = "model", **kwargs: Any) -> Any:

@@ -31,8 +31,14 @@ def is_complete(out: str | Path) -> bool:
 
 
 def has_checkpoint(folder: str | Path) -> bool:
-    """A stage's working folder holds a resumable checkpoint (written by ``train.save_checkpoint``)."""
-    return (Path(folder) / "checkpoint" / "state.json").is_file()
+    """A stage's working folder holds a resumable checkpoint (written by ``train.save_checkpoint``).
+
+    A process killed between the two renames of a checkpoint swap leaves the previous one as ``checkpoint.old`` and no
+    ``checkpoint``: it is put back in place here, so the stage resumes from it."""
+    ck, old = Path(folder) / "checkpoint", Path(folder) / "checkpoint.old"
+    if not (ck / "state.json").is_file() and (old / "state.json").is_file() and not ck.exists():
+        os.replace(old, ck)
+    return (ck / "state.json").is_file()
 
 
 def read_host(run_dir: str | Path | None) -> list:
