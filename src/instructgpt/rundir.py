@@ -128,7 +128,7 @@ def own_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
         f.write(str(os.getpid()))
         f.flush()
         yield
-    except BaseException:
+    except Exception:  # (an interrupt leaves everything as it is, for --resume)
         try:  # a stage that failed before writing anything leaves no empty partial folder behind
             partial_path(out).rmdir()
         except OSError:
