@@ -31,6 +31,16 @@ def test_chat_answers_piped_lines_and_handles_commands(tiny_model_dir):
     assert "you>" not in r.stdout  # no prompt when stdin is not a terminal
 
 
+@pytest.mark.parametrize("errors", ["surrogateescape", "strict"])
+def test_piped_input_that_is_not_utf8_is_one_line(tiny_model_dir, errors):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": f"utf-8:{errors}"}
+    r = subprocess.run([sys.executable, "-m", "instructgpt.cli", "chat", "--model", str(tiny_model_dir), "--max-new-tokens",
+                        "3"], input=b"Hello.\ncaf\xe9?\n", capture_output=True, timeout=180, env=env)
+    assert r.returncode == 2
+    err = r.stderr.decode().strip().splitlines()
+    assert err == ["igpt chat: error: standard input line 2: not UTF-8 text (byte 4 of the line)"], err
+
+
 def test_chat_ends_at_end_of_input_and_reports_bad_model(tmp_path, tiny_model_dir, monkeypatch, capsys):
     import io
 

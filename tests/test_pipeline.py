@@ -166,8 +166,6 @@ def test_a_second_run_on_the_same_folder_stops_at_once(tiny_run, capsys):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-@pytest.mark.xfail(strict=False, reason="open regression: passes alone and with its module, but in the full suite the killed "
-                   "run's ppo.partial is missing afterwards (seen in 3 of 3 full runs at this commit); cause not yet found")
 def test_side_by_side_children_stop_when_the_run_is_killed(tiny_run, tmp_path):
     """SIGKILL on igpt run (no chance to clean up): the kernel interrupts both children, which keep their checkpoints."""
     import os

@@ -194,13 +194,29 @@ def test_unusable_but_wellformed_data_is_skipped_and_reported(tmp_path):
     skips = SkipReport()
     comps = read_comparisons(f, skips=skips)
     assert len(comps) == 2 and comps[0].responses == ["a", "c"] and comps[0].pairs == [(0, 1)]
-    assert skips.counts == {"chosen identical to rejected": 1, "empty response": 1, "all responses tied (no strict pair)": 1,
+    assert skips.counts == {"chosen identical to rejected": 1, "empty response": 1, "all responses tied or identical (no strict pair)": 1,
                             "empty response dropped from its ranking": 1}
     assert f"{f}:3" in skips.summary()
     kept = read_comparisons(f, empty="keep")
     assert [c.k for c in kept] == [2, 3, 2]
     with pytest.raises(UserError, match=r"d\.jsonl:2: response 0 is empty"):
         read_comparisons(f, empty="error")
+
+
+def test_identical_responses_ranked_apart_give_no_pair(tmp_path):
+    """Equal texts carry no preference, however a labeler ordered them: such pairs are left out and counted; a line
+    with nothing else is skipped, as the same two texts given as chosen and rejected are."""
+    f = write_jsonl(tmp_path / "d.jsonl", [
+        {"prompt": "x", "responses": ["same", "same", "same"], "ranking": [0, 1, 2]},
+        {"prompt": "x", "responses": ["a", "b", "a"], "ranking": [[0], [1], [2]]},
+        {"prompt": "x", "responses": ["a", "b", "a"], "ranking": [[0, 2], [1]]},
+    ])
+    skips = SkipReport()
+    comps = read_comparisons(f, skips=skips)
+    assert [c.pairs for c in comps] == [[(0, 1), (1, 2)], [(0, 1), (2, 1)]]
+    assert skips.counts == {"all responses tied or identical (no strict pair)": 1,
+                            "identical responses ranked apart (those pairs left out)": 1}
+    assert skips.first["identical responses ranked apart (those pairs left out)"] == f"{f}:2"
 
 
 def test_unreadable_files(tmp_path):

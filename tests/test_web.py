@@ -532,3 +532,107 @@ def test_serve_entry_point_prints_login_links_once(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_web_rankings_honour_leases(tmp_path, monkeypatch):
+    """A labeler ranks only the task the server gave them: never offered, another's, skipped, or lost after an
+    expired lease is 409 with nothing written; an expired lease on a task nobody else took is still honoured."""
+    import instructgpt.store as store_mod
+
+    run, store = make_run(tmp_path, n_tasks=3, k=2, want_labels=1)
+    names = ["alice", "bob", "carol", "dave"]
+    acc = Access([{"name": n, "role": "labeler", "token": f"{n}-token-0123456789"} for n in names])
+    client = TestClient(create_app(run, access=acc, backend=FakeBackend(), store=store))
+
+    def h(n):
+        return {"Authorization": f"Bearer {n}-token-0123456789"}
+
+    def rank(n, task, sid):
+        return client.post(f"/api/task/{task}/rank", headers=h(n), json={"ranking": [[0], [1]], "submission_id": sid})
+
+    t0 = store_mod._clock()
+    monkeypatch.setattr(store_mod, "_clock", lambda: t0)
+    a = client.get("/api/task/next", headers=h("alice")).json()["task"]["task_id"]
+    b = client.get("/api/task/next", headers=h("bob")).json()["task"]["task_id"]
+    assert a != b
+    never = ({1, 2, 3} - {a, b}).pop()
+    for who, task, why in (("alice", never, "not leased to alice"), ("alice", b, "not leased to alice"),
+                           ("bob", a, "not leased to bob")):
+        r = rank(who, task, f"sub-{who}-{task}-x0000")
+        assert r.status_code == 409 and why in r.json()["error"], r.text
+    assert store.count_rankings(include_undone=True) == 0
+    # skipped, then ranked anyway: refused
+    assert client.post(f"/api/task/{a}/skip", headers=h("alice"), json={}).status_code == 200
+    assert rank("alice", a, "sub-alice-skipped").status_code == 409
+    # bob's lease expires and nobody takes the task: bob's ranking is still taken
+    late = t0 + store_mod.DEFAULT_LEASE_SECONDS + 1
+    monkeypatch.setattr(store_mod, "_clock", lambda: late)
+    assert rank("bob", b, "sub-bob-late-01").status_code == 200
+    # carol's lease expires and dave is given the task (it wants one label): carol's ranking is refused, dave's kept
+    monkeypatch.setattr(store_mod, "_clock", lambda: late)
+    c = client.get("/api/task/next", headers=h("carol")).json()["task"]["task_id"]
+    monkeypatch.setattr(store_mod, "_clock", lambda: late + store_mod.DEFAULT_LEASE_SECONDS + 1)
+    assert client.get("/api/task/next", headers=h("dave")).json()["task"]["task_id"] == c
+    r = rank("carol", c, "sub-carol-late-1")
+    assert r.status_code == 409 and "given to another labeler" in r.json()["error"]
+    assert rank("dave", c, "sub-dave-00000001").status_code == 200
+    assert sorted((r["task_id"], r["labeler"]) for r in store.rankings()) == sorted([(b, "bob"), (c, "dave")])
+    # the simulated labelers (igpt label) write without leases, as before
+    store.submit_ranking(never, "sim-1", [1, 0])
+
+
+def test_labelers_racing_for_one_task(tmp_path):
+    """Eight labelers ask for the one task that wants one label and rank it, at once: one ranking is stored, the
+    others are given no task and refused with 409; nothing is stored twice."""
+    run, store = make_run(tmp_path, n_tasks=1, k=2, want_labels=1)
+    names = [f"lab{i}" for i in range(8)]
+    acc = Access([{"name": n, "role": "labeler", "token": f"{n}-token-0123456789"} for n in names])
+    client = TestClient(create_app(run, access=acc, backend=FakeBackend(), store=store))
+    results, barrier = [], threading.Barrier(len(names))
+
+    def go(name):
+        h = {"Authorization": f"Bearer {name}-token-0123456789"}
+        barrier.wait()
+        task = client.get("/api/task/next", headers=h).json()["task"]
+        r = client.post("/api/task/1/rank", headers=h, json={"ranking": [[0], [1]], "submission_id": f"race-{name}-0001"})
+        results.append((task is not None, r.status_code))
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count_rankings(include_undone=True) == 1
+    assert sorted(results) == [(False, 409)] * 7 + [(True, 200)], results
+
+
+def test_unreadable_bodies_answer_the_documented_error_shape(setup):
+    client, store, _, _ = setup
+    task_id = store.next_task("alice")["task_id"]
+    h = {**auth("alice"), "content-type": "application/json"}
+    for body in (b'{"ranking": "\xff\xfe", "submission_id": "sub-00000001"}', b"[" * 5000 + b"]" * 5000,
+                 b'{"a": ' * 3000 + b"1" + b"}" * 3000):
+        r = client.post(f"/api/task/{task_id}/rank", headers=h, content=body)
+        assert r.status_code in (400, 422) and set(r.json()) == {"error"}, r.text
+        assert "\n" not in r.json()["error"]
+    assert client.put("/api/undo", headers=h).json() == {"error": "method not allowed"}
+    assert store.count_rankings(include_undone=True) == 0
+
+
+def test_servers_started_at_once_share_one_set_of_tokens(tmp_path):
+    """Several `igpt serve` starting at once on a run without tokens: one creates them, the others read them, so
+    every login link printed works on every server."""
+    path = tmp_path / "comparisons" / "tokens.json"
+    go = tmp_path / "go"
+    code = (f"import json, os, sys, time; sys.path.insert(0, {SRC!r}); from instructgpt.web.auth import ensure_tokens\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
+            f"entries, new = ensure_tokens({str(path)!r}, ['alice', 'bob'])\n"
+            "print(json.dumps([sorted((e['name'], e['token']) for e in entries), len(new)]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    time.sleep(1.0)  # all started and waiting
+    go.write_text("")
+    outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    on_disk = sorted((e["name"], e["token"]) for e in read_tokens_file(path))
+    assert [o[0] for o in outs] == [[list(x) for x in on_disk]] * 4
+    assert sorted(o[1] for o in outs) == [0, 0, 0, 3]  # owner, alice, bob: created once
+    assert not path.with_name("tokens.json.lock").exists()

@@ -16,11 +16,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from .config import StageConfig, build_config, field
 from .errors import UserError
-from .rundir import COMPLETE_MARKER, is_complete, partial_path, read_host
+from .rundir import COMPLETE_MARKER, file_lock, is_complete, partial_path, read_host
 from .seeds import parse_seeds
 
 
@@ -297,33 +297,11 @@ def _read_timings(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-@contextlib.contextmanager
-def _exclusive(run_dir: Path) -> Iterator[None]:
+def _exclusive(run_dir: Path):
     """Hold ``<run>/.igpt-run.lock`` while the pipeline works there, so a second ``igpt run`` on the same folder stops at
     once instead of training into the same partial folders (released by the OS if the process dies)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    path = run_dir / ".igpt-run.lock"
-    with open(path, "a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            owner = f.read().strip() or "unknown"
-            raise UserError(f"{run_dir} is in use by another igpt run (pid {owner}); wait for it to finish or use another --run folder") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return file_lock(run_dir / ".igpt-run.lock", lambda owner: f"{run_dir} is in use by another igpt run (pid {owner}); "
+                     "wait for it to finish or use another --run folder")
 
 
 def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:

@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import UserError
 
@@ -81,41 +81,32 @@ def begin_output(out: str | Path, overwrite: bool = False, resume: bool = True) 
 
 
 @contextlib.contextmanager
-def own_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
-    """Hold ``<out>.lock`` exclusively while a stage writes ``<out>.partial/`` and renames it to ``<out>/``.
+def file_lock(path: str | Path, busy: Callable[[str], str] | None = None, remove: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if needed) with this process's id written in it.
 
-    A second process that would write the same output (the same stage started twice, a ``--resume`` beside a live run)
-    stops at once with one line naming the owner's process id, instead of writing into, clearing or renaming a folder
-    that a live process owns. The operating system releases the lock when its process dies, so an abandoned partial
-    folder can still be resumed; the lock file is removed when the stage ends, and an empty partial folder when it fails.
+    ``busy``: when given, a lock another process holds is refused at once with ``UserError(busy(owner_pid))``;
+    otherwise this waits for it (for short critical sections). ``remove``: delete the file on release (else it is left
+    empty). The operating system releases the lock when its process dies, whatever the reason.
     """
-    if not enabled:
-        yield
-        return
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         yield
         return
-    out = Path(out)
-    path = out.with_name(out.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the folder of {out}: {e.strerror or e}") from None
+    path = Path(path)
     while True:
         try:
             f = open(path, "a+", encoding="utf-8")
         except OSError as e:
-            raise UserError(f"cannot write beside {out}: {e.strerror or e} ({path})") from None
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from None
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
         except OSError:
             f.seek(0)
             owner = f.read().strip() or "unknown"
             f.close()
-            raise UserError(f"{out} is being written by another igpt process (pid {owner}); wait for it to finish, or stop it") from None
-        try:  # the file we locked may have been removed by its previous owner as it finished: lock the one at the path
+            raise UserError(busy(owner)) from None
+        try:  # the file we locked may have been removed by its previous holder as it let go: lock the one at the path
             same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
             same = False
@@ -128,18 +119,48 @@ def own_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
         f.write(str(os.getpid()))
         f.flush()
         yield
-    except Exception:  # (an interrupt leaves everything as it is, for --resume)
-        try:  # a stage that failed before writing anything leaves no empty partial folder behind
-            partial_path(out).rmdir()
-        except OSError:
-            pass
-        raise
     finally:
         try:
-            path.unlink()
+            if remove:
+                path.unlink()
+            else:
+                f.seek(0)
+                f.truncate()
         except OSError:
             pass
         f.close()
+
+
+@contextlib.contextmanager
+def own_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
+    """Hold ``<out>.lock`` exclusively while a stage writes ``<out>.partial/`` and renames it to ``<out>/``.
+
+    A second process that would write the same output (the same stage started twice, a ``--resume`` beside a live run)
+    stops at once with one line naming the owner's process id, instead of writing into, clearing or renaming a folder
+    that a live process owns. The operating system releases the lock when its process dies, so an abandoned partial
+    folder can still be resumed; the lock file is removed when the stage ends, and an empty partial folder when it fails.
+    """
+    if not enabled:
+        yield
+        return
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder of {out}: {e.strerror or e}") from None
+
+    def busy(owner: str) -> str:
+        return f"{out} is being written by another igpt process (pid {owner}); wait for it to finish, or stop it"
+
+    with file_lock(out.with_name(out.name + ".lock"), busy, remove=True):
+        try:
+            yield
+        except Exception:  # (an interrupt leaves everything as it is, for --resume)
+            try:  # a stage that failed before writing anything leaves no empty partial folder behind
+                partial_path(out).rmdir()
+            except OSError:
+                pass
+            raise
 
 
 def finish_output(work: str | Path, out: str | Path, info: dict | None = None) -> Path:

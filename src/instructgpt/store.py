@@ -539,7 +539,6 @@ class ComparisonStore:
                 return None
             task_id = int(row[0])
             c.execute("DELETE FROM leases WHERE labeler = ? AND task_id != ?", (labeler, task_id))
-            c.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
             c.execute(
                 "INSERT OR REPLACE INTO leases(task_id, labeler, expires_at) VALUES (?, ?, ?)",
                 (task_id, labeler, now + float(lease_seconds)),
@@ -598,6 +597,7 @@ class ComparisonStore:
         demonstration: str | None = None,
         submission_id: str | None = None,
         source: str = "sim",
+        leased: bool = False,
     ) -> int:
         """Store one labeler's ranking of a task; returns the ranking id.
 
@@ -605,6 +605,9 @@ class ComparisonStore:
         task's response indices.  ``flags``: free-form JSON object (the web page sends ``{"<index>": [flag, ...]}``).
         ``demonstration``: a better response written by the labeler.  ``submission_id``: a retry with the same id returns
         the same ranking id and writes nothing.  A labeler can hold one (not undone) ranking per task.
+        ``leased``: the task must have been given to this labeler by :meth:`next_task` (the web server's rule): a task
+        never given to them, one they skipped, or one whose lease expired and was then given to others until it wants no
+        more labels is a :class:`StoreConflict`; an expired lease on a task that still wants a label is honoured.
         """
         labeler = _check_labeler(labeler)
         if source not in SOURCES:
@@ -639,6 +642,8 @@ class ComparisonStore:
                 "SELECT 1 FROM rankings WHERE task_id = ? AND labeler = ? AND undone_at IS NULL", (task_id, labeler)
             ).fetchone():
                 raise StoreConflict(f"labeler {labeler!r} has already ranked task {task_id} (undo it first to re-rank)")
+            if leased:
+                self._check_lease(c, task_id, labeler)
             cur = c.execute(
                 "INSERT INTO rankings(task_id, labeler, ranking, flags, demonstration, source, submission_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -647,6 +652,21 @@ class ComparisonStore:
             c.execute("UPDATE tasks SET n_labels = n_labels + 1 WHERE task_id = ?", (task_id,))
             c.execute("DELETE FROM leases WHERE task_id = ? AND labeler = ?", (task_id, labeler))
             return int(cur.lastrowid)
+
+    def _check_lease(self, c: sqlite3.Connection, task_id: int, labeler: str) -> None:
+        now = _clock()
+        lease = c.execute("SELECT expires_at FROM leases WHERE task_id = ? AND labeler = ?", (task_id, labeler)).fetchone()
+        if lease is None:
+            raise StoreConflict(f"task {task_id} is not leased to {labeler}: rank the task the server gives you")
+        t = c.execute("SELECT kind, n_labels, want_labels FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        others = c.execute(
+            "SELECT COUNT(*) FROM leases WHERE task_id = ? AND labeler != ? AND expires_at > ?", (task_id, labeler, now)
+        ).fetchone()[0]
+        live = lease["expires_at"] > now
+        full = t["n_labels"] >= t["want_labels"] or (not live and t["n_labels"] + others >= t["want_labels"])
+        if t["kind"] != "label" or full:
+            raise StoreConflict(f"task {task_id}: your lease expired and the task was given to another labeler; "
+                                "your ranking was not saved, take the next task")
 
     def undo_last(self, labeler: str) -> bool:
         """Withdraw this labeler's most recent ranking (not arena votes); returns False when there is none.

@@ -50,11 +50,19 @@ class Comparison:
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
-        """Strict (better, worse) index pairs; tied responses give none."""
+        """Strict (better, worse) index pairs; tied responses give none, and neither do two identical texts ranked apart
+        (a preference between equal texts carries no signal: the reward model scores them equally)."""
         if self.explicit_pairs is not None:
             return list(self.explicit_pairs)
+        r = self.responses
         return [(i, j) for a in range(len(self.ranking)) for b in range(a + 1, len(self.ranking))
-                for i in self.ranking[a] for j in self.ranking[b]]
+                for i in self.ranking[a] for j in self.ranking[b] if r[i] != r[j]]
+
+    @property
+    def identical_apart(self) -> int:
+        """Pairs of identical texts ranked in different tiers (left out of :attr:`pairs`)."""
+        r, tier = self.responses, {i: a for a, t in enumerate(self.ranking) for i in t}
+        return sum(r[i] == r[j] and tier[i] != tier[j] for i in range(len(r)) for j in range(i + 1, len(r)))
 
     @property
     def k(self) -> int:
@@ -227,8 +235,10 @@ def _finish(c: Comparison, where: str, skips: SkipReport) -> Comparison | None:
         skips.add("fewer than 2 non-empty responses", where)
         return None
     if not c.pairs:
-        skips.add("all responses tied (no strict pair)", where)
+        skips.add("all responses tied or identical (no strict pair)", where)
         return None
+    if c.explicit_pairs is None and c.identical_apart:
+        skips.add("identical responses ranked apart (those pairs left out)", where)
     return c
 
 

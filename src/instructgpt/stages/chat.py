@@ -61,6 +61,19 @@ def fit_context(tok: Any, messages: list[dict], budget: int) -> list[dict]:
     return msgs
 
 
+def _piped_lines():
+    """Lines of standard input when it is a file or a pipe, decoded here so that a line that is not UTF-8 is named."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # replaced by a text stream (tests, embedding)
+        yield from (line.rstrip("\n") for line in sys.stdin)
+        return
+    for i, raw in enumerate(stream, 1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise UserError(f"standard input line {i}: not UTF-8 text (byte {e.start + 1} of the line)") from None
+
+
 def run(cfg: ChatConfig) -> None:
     from ..models import resolve_device
     from ..sampling import load_model, stream_chat
@@ -81,13 +94,21 @@ def run(cfg: ChatConfig) -> None:
     system = cfg.system
     history: list[dict] = []
     turn = 0
+    lines = None if interactive else _piped_lines()
     while True:
         try:
-            line = input("you> " if interactive else "")
-        except (EOFError, KeyboardInterrupt):
+            if lines is not None:
+                line = next(lines)
+            else:
+                line = input("you> ")
+                line.encode("utf-8")  # (bytes that are not UTF-8 arrive as lone surrogates under surrogateescape)
+        except (EOFError, StopIteration, KeyboardInterrupt):
             if interactive:
                 print()
             break
+        except UnicodeError:
+            print("(that line is not UTF-8 text: type it again)", flush=True)
+            continue
         text = line.strip()
         if not text:
             continue

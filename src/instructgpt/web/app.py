@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from instructgpt.errors import UserError
 from instructgpt.store import ComparisonStore, StoreConflict, UnknownTask
@@ -299,13 +300,15 @@ def create_app(
     async def _user(request: Request, exc: UserError):
         return _error(400, str(exc))
 
-    @app.exception_handler(404)
-    async def _not_found(request: Request, exc):
-        return _error(404, "not found")
-
-    @app.exception_handler(405)
-    async def _not_allowed(request: Request, exc):
-        return _error(405, "method not allowed")
+    @app.exception_handler(StarletteHTTPException)
+    async def _framework(request: Request, exc: StarletteHTTPException):
+        # routing (404, 405) and FastAPI's own body parsing (a body that is not UTF-8, JSON nested too deep): the
+        # documented {"error": ...} shape, one line
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            msg = "the request body is not JSON that can be read (it must be UTF-8 text, not nested too deeply)"
+        else:
+            msg = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail).splitlines()[0])
+        return _error(exc.status_code, msg)
 
     # ------------------------------------------------------------------ auth
     def principal(request: Request) -> Principal:
@@ -399,6 +402,7 @@ def create_app(
             demonstration=body.demonstration,
             submission_id=body.submission_id,
             source="human",
+            leased=True,
         )
         return nostore({"ranking_id": rid, "progress": store.progress(p.name)})
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from instructgpt.errors import UserError
+from instructgpt.rundir import file_lock
 
 ROLES = ("labeler", "owner")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -138,6 +139,12 @@ def ensure_tokens(path: str | os.PathLike, labelers: list[str] | None, owner: st
     Returns ``(all_entries, new_entries)``; the file is rewritten (0600) only when something was added.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(path.name + ".lock"), remove=True):  # two servers started at once share one set
+        return _add_tokens(path, labelers, owner)
+
+
+def _add_tokens(path: Path, labelers: list[str] | None, owner: str) -> tuple[list[dict], list[dict]]:
     entries = read_tokens_file(path) if path.exists() else []
     have = {e["name"] for e in entries}
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
