@@ -1,6 +1,7 @@
 """Bad input gets one clear line naming the file or option, a non-zero exit, no traceback and nothing left behind.
 
-One row per case; a new command or format adds rows.
+One row per case; a new command or format adds rows: every option with a range or a set of choices gets its rows from
+the command's config (``field(ge=..., choices=...)``), every input format from FILE_ROWS below.
 """
 
 from __future__ import annotations
@@ -59,10 +60,10 @@ def test_a_broken_model_folder_is_one_line(tmp_path, tiny_model_dir, capsys, com
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["generate", "--model", "m", "--prompt", "x", "--temperature", "-1"], "--temperature must be >= 0.0, got -1.0"),
-    (["chat", "--model", "m", "--temperature", "-0.5"], "--temperature must be >= 0.0, got -0.5"),
-    (["eval", "--run", "r", "--temperature", "-2"], "--temperature must be >= 0.0, got -2.0"),
-    (["ppo", "--eval-temperature", "-1"], "--eval-temperature must be >= 0.0, got -1.0"),
+    (["generate", "--model", "m", "--prompt", "x", "--temperature", "-1"], "--temperature: must be >= 0.0, got -1.0"),
+    (["chat", "--model", "m", "--temperature", "-0.5"], "--temperature: must be >= 0.0, got -0.5"),
+    (["eval", "--run", "r", "--temperature", "-2"], "--temperature: must be >= 0.0, got -2.0"),
+    (["ppo", "--eval-temperature", "-1"], "--eval-temperature: must be >= 0.0, got -1.0"),
     (["run", "--seeds", "0"], "--seeds: expected a count"),
     (["run", "--seeds", "1,1"], "--seeds: expected distinct seeds"),
     (["label", "--prompt-mix", "uniform", "--run", "r"], "--prompt-mix: must be natural or families"),
@@ -195,5 +196,276 @@ def test_a_comparison_prompt_with_an_unknown_role_is_one_line(tmp_path, tiny_mod
     data.write_text('{"prompt": [{"role": "robot", "content": "hi"}], "chosen": "a", "rejected": "b"}\n')
     assert main(["rm", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"igpt rm: error: {data}:1: 'prompt' message 1 has role 'robot' (expected system, user, assistant)"]
+    assert err == [f"igpt rm: error: {data}:1: 'prompt' message 1 has role 'robot' (expected system, user or assistant)"]
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+
+# ---------------------------------------------------------------------------------------------- every option
+def _refused(argv, capsys, folder: Path, fragment: str) -> str:
+    """Exit 2, one line 'igpt CMD: error: ...' holding ``fragment``, no traceback, nothing new in ``folder``."""
+    before = _files(folder)
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"igpt {argv[0]}: error: ") and "Traceback" not in err[0], err
+    assert fragment in err[0], (fragment, err)
+    assert _files(folder) == before, argv
+    return err[0]
+
+
+def _option_rows():
+    import dataclasses
+
+    from instructgpt.cli import COMMANDS, _flag, _load
+    from instructgpt.config import _base_type, field_types
+
+    rows = []
+    for command in COMMANDS:
+        _, cls = _load(command)
+        types_ = field_types(cls)
+        for f in dataclasses.fields(cls):
+            tp, _ = _base_type(types_[f.name])
+            meta, flag = f.metadata, _flag(f.name)
+            if "choices" in meta:
+                rows.append((command, flag, "no-such-choice", f"{flag}: must be "))
+            if tp not in (int, float):
+                continue
+            step = 1 if tp is int else 0.5
+            for key, bad in (("ge", lambda b: b - step), ("gt", lambda b: b), ("le", lambda b: b + step), ("lt", lambda b: b)):
+                if key in meta:
+                    value = bad(meta[key])
+                    rows.append((command, flag, str(int(value) if tp is int else float(value)), f"{flag}: must be "))
+            rows.append((command, flag, "abc", f"{flag} must be {tp.__name__}, got 'abc'"))
+            if tp is int:
+                rows.append((command, flag, "2.5", f"{flag} must be int, got '2.5'"))
+            else:
+                rows.append((command, flag, "nan", f"{flag}: must be "))
+    return rows
+
+
+OPTION_ROWS = _option_rows()
+
+
+@pytest.mark.parametrize("command, flag, value, message", OPTION_ROWS,
+                         ids=[f"{c}{f}={v}" for c, f, v, _ in OPTION_ROWS])
+def test_every_option_out_of_its_range_is_one_line(tmp_path, capsys, monkeypatch, command, flag, value, message):
+    monkeypatch.chdir(tmp_path)
+    line = _refused([command, flag, value], capsys, tmp_path, message)
+    assert f"got {value!r}" in line or f"got {value}" in line or value == "nan"
+
+
+def test_every_numeric_option_declares_its_range():
+    """So that a new option gets its rows above: an int or float option with no range is an error in itself."""
+    import dataclasses
+
+    from instructgpt.cli import COMMANDS, _load
+    from instructgpt.config import _base_type, field_types
+
+    loose = []
+    for command in COMMANDS:
+        _, cls = _load(command)
+        for f in dataclasses.fields(cls):
+            if _base_type(field_types(cls)[f.name])[0] in (int, float) and not {"ge", "gt", "le", "lt"} & set(f.metadata):
+                loose.append(f"{command} --{f.name}")
+    assert loose == []
+
+
+@pytest.mark.parametrize("command, body, message", [
+    ("sft", "lr = -1.0\n", "'lr': must be > 0.0, got -1.0"),
+    ("rm", "[rm]\nval_fraction = 0.9\n", "'val_fraction': must be >= 0.0 and <= 0.5, got 0.9"),
+    ("label", "k = 100\n", "'k': must be >= 2 and <= 64, got 100"),
+    ("ppo", "[ppo]\nkl_estimator = 'k9'\n", "'kl_estimator': must be k1, k2 or k3, got 'k9'"),
+    ("pretrain", "precision = 'fp8'\n", "'precision': must be auto, fp32, bf16 or fp16, got 'fp8'"),
+])
+def test_a_config_file_value_out_of_range_names_the_file_and_key(tmp_path, capsys, monkeypatch, command, body, message):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(body)
+    line = _refused([command, "--config", str(cfg)], capsys, tmp_path, message)
+    assert str(cfg) in line
+
+
+def test_a_pipeline_stage_table_value_out_of_range_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('preset = "tiny"\n[ppo]\nkl_coef = -1\n')
+    _refused(["run", "--config", str(cfg), "--run", str(tmp_path / "r")], capsys, tmp_path,
+             "config [ppo]: 'kl_coef': must be >= 0.0, got -1.0")
+    _refused(["run", "--preset", "tiny", "--run", str(tmp_path / "r"), "--stage-options", '{"sft": {"epochs": 0}}'], capsys,
+             tmp_path, "config [sft]: 'epochs': must be >= 1, got 0")
+
+
+def test_a_config_made_in_code_is_checked_too():
+    from instructgpt.errors import UserError
+    from instructgpt.stages.ppo import PPOConfig
+
+    with pytest.raises(UserError, match=r"^--clip-range: must be > 0.0 and <= 10.0, got 0.0$"):
+        PPOConfig(clip_range=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- every input format
+_GZ = __import__("gzip").compress(b'{"prompt": "x", "response": "y"}\n' * 100)[:30]
+_OK_SFT = '{"prompt": "x", "response": "y"}\n' * 4
+
+# (id, command, input file name, its bytes, what the one line must say after "<file>:<line>: " or "<file>")
+FILE_ROWS = [
+    ("sft-not-json", "sft", "d.jsonl", b"not json\n", ":1: not valid JSON (Expecting value at column 1)"),
+    ("sft-array", "sft", "d.jsonl", b"[1, 2]\n", ":1: expected a JSON object, got list"),
+    ("sft-no-response", "sft", "d.jsonl", b'{"prompt": "x"}\n', ":1: unknown record format (keys: prompt)"),
+    ("sft-prompt-int", "sft", "d.jsonl", b'{"prompt": 5, "response": "a"}\n', ":1: prompt/response format needs string fields"),
+    ("sft-response-list", "sft", "d.jsonl", b'{"prompt": "x", "response": ["a"]}\n', ":1: prompt/response format needs string"),
+    ("sft-nan", "sft", "d.jsonl", b'{"prompt": NaN, "response": "y"}\n', ":1: prompt/response format needs string fields"),
+    ("sft-messages-str", "sft", "d.jsonl", b'{"messages": "hi"}\n', ":1: 'messages' must be a list"),
+    ("sft-messages-empty", "sft", "d.jsonl", b'{"messages": []}\n', ":1: 'messages' is an empty conversation"),
+    ("sft-role-robot", "sft", "d.jsonl",
+     b'{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
+     ":1: message 1 has role 'robot' (expected system, user or assistant)"),
+    ("sft-no-assistant", "sft", "d.jsonl", b'{"messages": [{"role": "user", "content": "x"}]}\n',
+     ":1: the conversation must end with an assistant message"),
+    ("sft-two-users", "sft", "d.jsonl",
+     b'{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}\n',
+     ":1: message 2 is a user message where a assistant message belongs"),
+    ("sft-system-alone", "sft", "d.jsonl", b'{"messages": [{"role": "system", "content": "x"}]}\n',
+     ":1: a system message alone is not a conversation"),
+    ("sft-no-content", "sft", "d.jsonl", b'{"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}\n',
+     ":1: message 1 (user) needs a string 'content'"),
+    ("sft-content-int", "sft", "d.jsonl",
+     b'{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]}\n',
+     ":1: message 1 (user) needs a string 'content'"),
+    ("sft-message-not-object", "sft", "d.jsonl", b'{"messages": ["hi", "there"]}\n', ":1: message 1 is not an object"),
+    ("sft-alpaca-int", "sft", "d.jsonl", b'{"instruction": 3, "output": "x"}\n', ":1: Alpaca format needs string fields"),
+    ("sft-unknown-format", "sft", "d.jsonl", b'{"question": "x", "answer": "y"}\n', ":1: unknown record format"),
+    ("sft-empty-file", "sft", "d.jsonl", b"", ": holds no demonstrations"),
+    ("sft-blank-lines", "sft", "d.jsonl", b"\n\n  \n", ": holds no demonstrations"),
+    ("sft-second-line-bad", "sft", "d.jsonl", b'{"prompt": "x", "response": "y"}\n{"prompt": "x", "response": "y"\n',
+     ":2: not valid JSON"),
+    ("sft-gz-truncated", "sft", "d.jsonl.gz", _GZ, ": cannot read: Compressed file ended"),
+    ("sft-nested-deep", "sft", "d.jsonl", b'{"prompt": ' + b"[" * 100000 + b"]" * 100000 + b"}\n",
+     ":1: not valid JSON (nested too deeply)"),
+    ("sft-bom-bad-json", "sft", "d.jsonl", b'\xef\xbb\xbf{"prompt": "x", "response": }\n', ":1: not valid JSON"),
+    ("sft-latin1", "sft", "d.jsonl", b'{"prompt": "caf\xe9", "response": "y"}\n', ":1: not UTF-8 text (byte offset 15"),
+    ("rm-not-json", "rm", "d.jsonl", b'{"prompt": "x", "chosen": "a", "rejected": \n', ":1: not valid JSON"),
+    ("rm-neither-shape", "rm", "d.jsonl", b'{"prompt": "x", "answer": "a"}\n', ":1: expected 'responses' and 'ranking'"),
+    ("rm-no-rejected", "rm", "d.jsonl", b'{"prompt": "x", "chosen": "a"}\n', ":1: missing 'rejected'"),
+    ("rm-no-prompt-ranked", "rm", "d.jsonl", b'{"responses": ["a", "b"], "ranking": [0, 1]}\n', ":1: missing 'prompt'"),
+    ("rm-chosen-int", "rm", "d.jsonl", b'{"prompt": "x", "chosen": 1, "rejected": "b"}\n',
+     ":1: 'chosen' must be a string or a non-empty list of chat messages"),
+    ("rm-chosen-messages-user", "rm", "d.jsonl",
+     b'{"prompt": "x", "chosen": [{"role": "user", "content": "a"}], "rejected": "b"}\n',
+     ":1: 'chosen' messages must end with an assistant turn"),
+    ("rm-responses-str", "rm", "d.jsonl", b'{"prompt": "x", "responses": "ab", "ranking": [0, 1]}\n',
+     ":1: 'responses' must be a list of strings"),
+    ("rm-responses-int", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", 2], "ranking": [0, 1]}\n',
+     ":1: 'responses' must be a list of strings"),
+    ("rm-k1", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a"], "ranking": [0]}\n', ":1: a ranking needs K >= 2"),
+    ("rm-no-ranking", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", "b"]}\n', ":1: missing 'ranking'"),
+    ("rm-ranking-dup", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", "b", "c"], "ranking": [0, 0, 1]}\n',
+     ":1: ranking [[0], [0], [1]] is not a permutation of the 3 response indices"),
+    ("rm-ranking-range", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", "b"], "ranking": [0, 5]}\n',
+     ":1: ranking [[0], [5]] is not a permutation"),
+    ("rm-ranking-negative", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", "b"], "ranking": [-1, 0]}\n',
+     ":1: ranking"),
+    ("rm-ranking-str", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", "b"], "ranking": "01"}\n',
+     ":1: ranking must be a non-empty list of tiers"),
+    ("rm-ranking-short", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", "b", "c"], "ranking": [0, 1]}\n',
+     ":1: ranking [[0], [1]] is not a permutation"),
+    ("rm-hh-no-assistant", "rm", "d.jsonl", b'{"chosen": "Human: hi", "rejected": "Human: yo"}\n',
+     ":1: no 'prompt' field and no"),
+    ("rm-hh-int", "rm", "d.jsonl", b'{"chosen": 1, "rejected": 2}\n',
+     ":1: without 'prompt', 'chosen' and 'rejected' must be full dialogue strings"),
+    ("rm-prompt-int", "rm", "d.jsonl", b'{"prompt": 3, "chosen": "a", "rejected": "b"}\n',
+     ":1: 'prompt' must be a string or a non-empty list of chat messages"),
+    ("rm-prompt-ends-with-assistant", "rm", "d.jsonl",
+     b'{"prompt": [{"role": "assistant", "content": "x"}], "chosen": "a", "rejected": "b"}\n',
+     ":1: 'prompt' message 1 is a assistant message where a user message belongs"),
+    ("rm-prompt-answered", "rm", "d.jsonl",
+     b'{"prompt": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "chosen": "a", '
+     b'"rejected": "b"}\n', ":1: 'prompt' must end with a user message"),
+    ("rm-labeler-int", "rm", "d.jsonl", b'{"prompt": "x", "chosen": "a", "rejected": "b", "labeler": 5}\n',
+     ":1: 'labeler' must be a string"),
+    ("rm-all-identical", "rm", "d.jsonl", b'{"prompt": "x", "chosen": "a", "rejected": "a"}\n' * 3,
+     " (3 x chosen identical to rejected"),
+    ("rm-all-identical-ranked", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", "a"], "ranking": [0, 1]}\n',
+     " (1 x all responses tied or identical (no strict pair)"),
+    ("rm-all-tied", "rm", "d.jsonl", b'{"prompt": "x", "responses": ["a", "b"], "ranking": [[0, 1]]}\n',
+     " (1 x all responses tied or identical"),
+    ("rm-empty-file", "rm", "d.jsonl", b"", " (nothing skipped)"),
+    ("rm-sqlite-garbage", "rm", "d.sqlite", b"this is not a database" * 20,
+     ": cannot open the comparison store: file is not a database"),
+    ("rm-latin1", "rm", "d.jsonl", b'{"prompt": "x", "chosen": "\xe9", "rejected": "b"}\n', ":1: not UTF-8 text"),
+    ("gen-not-json", "generate", "p.jsonl", b'{"prompt": \n', ":1: not valid JSON"),
+    ("gen-no-prompt", "generate", "p.jsonl", b'{"text": "x"}\n', ':1: expected {"prompt": text} or {"messages": [...]}'),
+    ("gen-prompt-int", "generate", "p.jsonl", b'{"prompt": 1}\n', ':1: expected {"prompt": text}'),
+    ("gen-message-no-content", "generate", "p.jsonl", b'{"messages": [{"role": "user"}]}\n',
+     ":1: message 1 (user) needs a string 'content'"),
+    ("gen-messages-answered", "generate", "p.jsonl",
+     b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
+     ":1: 'messages' must end with a user message"),
+    ("gen-empty", "generate", "p.jsonl", b"", ": holds no prompts"),
+    ("gen-latin1", "generate", "p.jsonl", b'{"prompt": "\xe9"}\n', ":1: not UTF-8 text"),
+    ("ppo-prompts-bad", "ppo", "p.jsonl", b'{"prompt": \n', ":1: not valid JSON"),
+    ("ppo-prompts-no-prompt", "ppo", "p.jsonl", b'{"x": 1}\n', ':1: expected {"prompt": text}'),
+    ("ppo-prompts-empty", "ppo", "p.jsonl", b"\n", ": holds no prompts"),
+    ("pre-empty-corpus", "pretrain", "c.txt", b"", " holds no documents"),
+    ("pre-jsonl-no-text", "pretrain", "c.jsonl", b'{"body": "x"}\n', ":1: expected an object with a string field 'text'"),
+    ("pre-jsonl-text-int", "pretrain", "c.jsonl", b'{"text": 5}\n', ":1: expected an object with a string field 'text'"),
+    ("pre-jsonl-bad", "pretrain", "c.jsonl", b'{"text": "a"}\n{oops}\n', ":2: not valid JSON"),
+    ("tok-empty-corpus", "tokenizer", "c.txt", b"", " holds no documents"),
+    ("tok-jsonl-bad", "tokenizer", "c.jsonl", b'{"text": \n', ":1: not valid JSON"),
+    ("judge-not-json", "judge", "in.jsonl", b'{"id": \n', ":1: not valid JSON"),
+    ("judge-no-id", "judge", "in.jsonl", b'{"response": "x"}\n', ":1: missing field 'id'"),
+    ("judge-unknown-id", "judge", "in.jsonl", b'{"id": "no-such-prompt", "response": "x"}\n',
+     ":1: unknown prompt id 'no-such-prompt'"),
+    ("judge-response-int", "judge", "in.jsonl", b'{"id": "ID", "response": 3}\n', ":1: field 'response' must be a string"),
+    ("judge-empty", "judge", "in.jsonl", b"", ": no lines to score"),
+    ("cfg-toml-syntax", "sft", "c.toml", b"lr = = 1\n", ": cannot parse config: Invalid value (at line 1, column 6)"),
+    ("cfg-yaml-syntax", "sft", "c.yaml", b"lr: [1\n", ": cannot parse config"),
+    ("cfg-json-syntax", "sft", "c.json", b'{"lr": }\n', ": cannot parse config"),
+    ("cfg-unknown-key", "sft", "c.toml", b"lrr = 1\n", ": unknown key 'lrr' for stage 'sft' (did you mean 'lr'?)"),
+    ("cfg-wrong-type", "sft", "c.toml", b'lr = "fast"\n', ": 'lr' must be float, got 'fast'"),
+    ("cfg-list-for-int", "sft", "c.toml", b"epochs = [1, 2]\n", ": 'epochs' must be int"),
+    ("cfg-not-table", "sft", "c.yaml", b"- 1\n- 2\n", ": a config file must hold a table of keys"),
+    ("cfg-bad-suffix", "sft", "c.ini", b"lr=1\n", ": config files must end in .toml, .yaml, .yml or .json"),
+    ("cfg-latin1", "sft", "c.toml", b"lr = 1 # caf\xe9\n", ":1: not UTF-8 text"),
+    ("cfg-run-unknown-table", "run", "c.toml", b"[pretrian]\nmax_steps = 3\n", "unknown stage table [pretrian]"),
+    ("cfg-run-table-unknown-key", "run", "c.toml", b"[ppo]\nkl_cof = 1\n", "unknown key 'kl_cof' for stage 'ppo'"),
+    ("serve-tokens-bad-json", "serve", "t.json", b'{"tokens": [\n', ":2: tokens file is not valid JSON"),
+    ("serve-tokens-short", "serve", "t.json", b'{"tokens": [{"name": "a", "role": "labeler", "token": "x"}]}\n',
+     ": access token for 'a' must be a string of at least 16 characters"),
+    ("serve-tokens-role", "serve", "t.json",
+     b'{"tokens": [{"name": "a", "role": "god", "token": "0123456789abcdef0123"}]}\n', ": access token for 'a': role must be"),
+]
+
+
+@pytest.mark.parametrize("case, command, name, content, message", FILE_ROWS, ids=[r[0] for r in FILE_ROWS])
+def test_every_input_format_gets_one_line(tmp_path, tiny_model_dir, tiny_world, capsys, case, command, name, content, message):
+    from instructgpt.world import World
+
+    if b'"ID"' in content:
+        content = content.replace(b'"ID"', ('"' + World.load(tiny_world).prompts("eval")[0]["id"] + '"').encode())
+    f = tmp_path / name
+    f.write_bytes(content)
+    model, out = str(tiny_model_dir), str(tmp_path / "out")
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(_OK_SFT)
+    if case.startswith("cfg-") and command == "sft":
+        argv = ["sft", "--config", str(f), "--model", model, "--data", str(ok), "--out", out]
+    else:
+        argv = {
+            "sft": ["sft", "--model", model, "--data", str(f), "--out", out],
+            "rm": ["rm", "--model", model, "--data", str(f), "--out", out],
+            "generate": ["generate", "--model", model, "--prompts", str(f)],
+            "ppo": ["ppo", "--policy", model, "--reward-model", model, "--world", str(tiny_world), "--prompts", str(f),
+                    "--out", out, "--preset", "tiny"],
+            "pretrain": ["pretrain", "--corpus", str(f), "--tokenizer", model, "--out", out, "--preset", "tiny"],
+            "tokenizer": ["tokenizer", "--corpus", str(f), "--out", out],
+            "judge": ["judge", "--world", str(tiny_world), "--in", str(f), "--out", str(tmp_path / "scores.jsonl")],
+            "run": ["run", "--config", str(f), "--run", str(tmp_path / "r")],
+            "serve": ["serve", "--run", str(tmp_path), "--tokens-file", str(f), "--port", "1"],
+        }[command]
+    if command == "serve":
+        from instructgpt.store import ComparisonStore
+
+        (tmp_path / "comparisons").mkdir()
+        ComparisonStore(tmp_path / "comparisons" / "comparisons.sqlite").close()
+    line = _refused(argv, capsys, tmp_path, message)
+    assert str(f) in line or (command == "run" and "[p" in line)  # the file is named (a pipeline file: the table)

@@ -223,7 +223,7 @@ def test_stop_after_and_resume_in_process(tmp_path, tiny_model_dir):
     (dict(models=["nosuch@1.0"]), "no model folder for 'nosuch@1.0'"),
     (dict(models=["sft@warm"]), "MODEL@TEMPERATURE"),
     (dict(models=["sft@9"]), "between 0 and 5"),
-    (dict(k=1), "--k: must be between 2 and 64"),
+    (dict(k=1), "--k: must be >= 2 and <= 64, got 1"),
     (dict(labeler="robot"), "--labeler"),
     (dict(double_share=1.5), "--double-share"),
     (dict(n_prompts=-1), "--n-prompts"),

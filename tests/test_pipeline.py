@@ -146,7 +146,7 @@ def test_side_by_side_failure_is_one_line_per_stage(tiny_run, tmp_path, capsys):
     assert "✗ ppo " in err and "✗ ppo-ptx " in err and err.count("missing.jsonl") >= 2
     assert not (run / "ppo").exists() and not (run / "ppo-ptx").exists() and not (run / "eval").exists()
     assert main(["run", "--preset", "tiny", "--run", str(run), "--side-by-side", "maybe"]) == 2
-    assert "--side-by-side: expected auto, on or off, got 'maybe'" in capsys.readouterr().err
+    assert "--side-by-side: must be auto, on or off, got 'maybe'" in capsys.readouterr().err
 
 
 def test_a_second_run_on_the_same_folder_stops_at_once(tiny_run, capsys):

@@ -162,7 +162,7 @@ def test_config_file_flags_and_presets(tmp_path):
     [
         (["--corpus", "missing.txt"], "corpus not found: missing.txt"),
         (["--lr", "abc"], "--lr must be float"),
-        (["--max-steps", "0"], "--max-steps: must be > 0"),
+        (["--max-steps", "0"], "--max-steps: must be >= 1, got 0"),
         (["--nonsense", "1"], "unrecognized arguments: --nonsense"),
         (["--config", "nope.toml"], "config file not found: nope.toml"),
         (["--preset", "huge"], "unknown preset 'huge'"),

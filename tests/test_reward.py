@@ -164,7 +164,7 @@ BAD_LINES = [
     ('{"prompt": "x", "responses": "ab", "ranking": [0, 1]}', "list of strings"),
     ('{"responses": ["a", "b"], "ranking": [0, 1]}', "missing 'prompt'"),
     ('{"prompt": 3, "chosen": "a", "rejected": "b"}', "'prompt' must be"),
-    ('{"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}', "'role' and 'content'"),
+    ('{"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}', "'prompt' message 1 (user) needs a string 'content'"),
     ('{"prompt": "x", "chosen": "a"}', "missing 'rejected'"),
     ('{"chosen": "a", "rejected": "b"}', "HH format"),
     ('{"chosen": 1, "rejected": 2}', "HH format"),

@@ -16,25 +16,62 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import UserError
+from .textio import read_text
 
 
 @dataclasses.dataclass
 class StageConfig:
-    """Base of every stage config. Subclasses set ``stage`` and may set ``presets``."""
+    """Base of every stage config. Subclasses set ``stage`` and may set ``presets``.
+
+    Every value is checked against its field's range and choices when a config is made (``field(ge=...)``), so that a
+    stage never starts with a value it cannot use, whatever made the config: flags, a file, a preset or code."""
 
     stage: ClassVar[str] = ""
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_field(type(self), f.name, getattr(self, f.name), "--" + f.name.replace("_", "-"))
 
-def field(default: Any, help: str, **kw: Any) -> Any:
+
+BOUNDS = (("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+          ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b))
+
+
+def field(default: Any, help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+          lt: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
     """A dataclass field with a help string (shown by ``igpt <stage> --help``).
 
-    ``minimum=`` / ``maximum=``: the range every value must lie in, whether it comes from a flag, a config file or a
-    preset (checked once, by ``build_config``)."""
+    ``ge`` / ``gt`` / ``le`` / ``lt``: the range a number must lie in; ``choices``: the values a string may take. Checked
+    for every value, whether it comes from a flag, a config file, a preset or code (``check_field``)."""
+    meta = {"help": help, **{k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
     if isinstance(default, (list, dict)):
         value = default
-        return dataclasses.field(default_factory=lambda: json.loads(json.dumps(value)), metadata={"help": help, **kw})
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
+        return dataclasses.field(default_factory=lambda: json.loads(json.dumps(value)), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _or(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def check_field(cls: type, key: str, value: Any, source: str) -> None:
+    """One line naming the option (or the file and key) when a value lies outside its field's range or choices."""
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == key)
+    if value is None:
+        return
+    where = source if source.startswith("--") else f"{source}: '{key}'"
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise UserError(f"{where}: must be {_or(list(choices))}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    failed = [(sym, meta[name]) for name, sym, ok in BOUNDS if name in meta and not ok(value, meta[name])]
+    if failed or value != value:  # (NaN is in no range)
+        want = " and ".join(f"{sym} {meta[name]}" for name, sym, _ in BOUNDS if name in meta)
+        raise UserError(f"{where}: must be {want}, got {value!r}")
 
 
 PRESET_NAMES = ("tiny", "default", "gpu")
@@ -106,7 +143,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    text = read_text(p, "config file")
     try:
         if p.suffix == ".toml":
             try:
@@ -114,7 +151,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib
             data = tomllib.loads(text)
-        elif p.suffix in (".yaml", ".yml", ".json"):
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
             import yaml
 
             data = yaml.safe_load(text) or {}
@@ -161,20 +200,8 @@ def build_config(
                 hint = f" (did you mean '{_closest(k, names)}'?)" if _closest(k, names) else ""
                 raise UserError(f"{source or 'option'}: unknown key '{key}' for stage '{cls.stage}'{hint}")
             values[k] = coerce(cls, k, value, source or "--" + k.replace("_", "-"))
-            check_bounds(cls, k, values[k], source or "--" + k.replace("_", "-"))
+            check_field(cls, k, values[k], source or "--" + k.replace("_", "-"))
     return cls(**values)
-
-
-def check_bounds(cls: type, key: str, value: Any, source: str) -> None:
-    """One line naming the option when a value lies outside its field's ``minimum`` / ``maximum``."""
-    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == key)
-    lo, hi = meta.get("minimum"), meta.get("maximum")
-    if value is None or (lo is None and hi is None):
-        return
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        where = source if source.startswith("--") else f"{source}: '{key}'"
-        want = f"between {lo} and {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
-        raise UserError(f"{where} must be {want}, got {value!r}")
 
 
 def _closest(key: str, names: set[str]) -> str | None:
@@ -196,17 +223,3 @@ def save_config(cfg: Any, folder: str | Path, name: str = "igpt_config.yaml") ->
     body = {cfg.stage: config_to_dict(cfg)} if getattr(cfg, "stage", "") else config_to_dict(cfg)
     path.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
-
-
-def check_positive(cfg: Any, *names: str) -> None:
-    """Raise a one-line error for options that must be > 0."""
-    for n in names:
-        v = getattr(cfg, n)
-        if v is None or v <= 0:
-            raise UserError(f"--{n.replace('_', '-')}: must be > 0, got {v}")
-
-
-def check_range(cfg: Any, name: str, lo: float, hi: float) -> None:
-    v = getattr(cfg, name)
-    if not (lo <= v <= hi):
-        raise UserError(f"--{name.replace('_', '-')}: must be between {lo} and {hi}, got {v}")

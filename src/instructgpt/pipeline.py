@@ -32,14 +32,14 @@ class RunConfig(StageConfig):
 
     preset: str = field("default", "tiny (under a minute), default (6-16 minutes on a 2-core CPU, by its speed) or gpu")
     run: str = field("", "run directory (default: runs/<preset>)")
-    seed: int = field(0, "seed for the world and every stage")
+    seed: int = field(0, "seed for the world and every stage", ge=0)
     seeds: str = field("", "run the whole recipe once per seed, into <run>/seed-N/, and report over the seeds in <run>/eval/: "
                            "a count (3: seeds 0, 1, 2) or a list (0,1,2)")
     stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, ppo, ppo-ptx, eval)")
     device: str = field("auto", "auto, cpu, cuda or cuda:N (for every training stage)")
     side_by_side: str = field("auto", "train PPO and PPO-ptx at the same time, each with half the threads, logs in <run>/logs/: "
                                       "on, off, or auto (on a CPU with 2+ threads, except for the tiny preset, whose RL stages "
-                                      "take less time than starting two processes)")
+                                      "take less time than starting two processes)", choices=("auto", "on", "off"))
     stage_options: dict = field({}, "per-stage options: in a config file, one table per stage ([pretrain], [sft], ...)")
 
 
@@ -250,8 +250,6 @@ def run(cfg: RunConfig) -> Path:
             close = difflib.get_close_matches(key, sorted(tables), n=1)
             hint = f" (did you mean [{close[0]}]?)" if close else f" (stage tables: {', '.join(sorted(tables))})"
             raise UserError(f"config: unknown stage table [{key}]{hint}")
-    if cfg.side_by_side not in ("auto", "on", "off"):
-        raise UserError(f"--side-by-side: expected auto, on or off, got '{cfg.side_by_side}'")
     seeds = parse_seeds(cfg.seeds) if cfg.seeds else None
     run_dir = Path(cfg.run or f"runs/{cfg.preset}")
     if run_dir.exists() and not run_dir.is_dir():

@@ -37,22 +37,30 @@ END_OF_TURN = ("<|end|>", "<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoft
 
 
 # ---------------------------------------------------------------------------------------------- validation
-def check_messages(messages: Any, where: str = "conversation") -> list[dict]:
-    """Return the conversation as a list of ``{"role", "content"}`` or raise a one-line ``UserError`` prefixed by ``where``."""
+def check_messages(messages: Any, where: str = "conversation", end: str | None = "assistant",
+                   what: str = "messages") -> list[dict]:
+    """Return the conversation as a list of ``{"role", "content"}`` or raise a one-line ``UserError`` prefixed by ``where``.
+
+    ``end``: "assistant" for a demonstration (turns alternate user, assistant after an optional system message, and the
+    last is the assistant's); "user" for a prompt (the same, ending with the user's turn); None to check only that each
+    message has a known role and string content (a response given as messages). ``what``: the field, in messages."""
     if not isinstance(messages, list):
-        raise UserError(f"{where}: 'messages' must be a list of {{\"role\", \"content\"}} objects")
+        raise UserError(f"{where}: '{what}' must be a list of {{\"role\", \"content\"}} objects")
     if not messages:
-        raise UserError(f"{where}: empty conversation")
+        raise UserError(f"{where}: '{what}' is an empty conversation")
+    name = "message" if what == "messages" else f"'{what}' message"
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise UserError(f"{where}: message {i + 1} is not an object")
+            raise UserError(f"{where}: {name} {i + 1} is not an object")
         role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise UserError(f"{where}: message {i + 1} has role {role!r} (expected system, user or assistant)")
+        if not isinstance(role, str) or role not in ROLES:
+            raise UserError(f"{where}: {name} {i + 1} has role {role!r} (expected system, user or assistant)")
         if not isinstance(content, str):
-            raise UserError(f"{where}: message {i + 1} ({role}) needs a string 'content'")
+            raise UserError(f"{where}: {name} {i + 1} ({role}) needs a string 'content'")
         out.append({"role": role, "content": content})
+    if end is None:
+        return out
     turns = out[1:] if out[0]["role"] == "system" else out
     if not turns:
         raise UserError(f"{where}: a system message alone is not a conversation")
@@ -60,10 +68,12 @@ def check_messages(messages: Any, where: str = "conversation") -> list[dict]:
         want = "user" if i % 2 == 0 else "assistant"
         if m["role"] != want:
             n = i + 1 + (len(out) - len(turns))
-            what = "a second system message" if m["role"] == "system" else f"a {m['role']} message"
-            raise UserError(f"{where}: message {n} is {what} where a {want} message belongs (turns alternate user, assistant)")
-    if turns[-1]["role"] != "assistant":
-        raise UserError(f"{where}: the conversation must end with an assistant message (nothing to learn after the last user turn)")
+            kind = "a second system message" if m["role"] == "system" else f"a {m['role']} message"
+            raise UserError(f"{where}: {name} {n} is {kind} where a {want} message belongs (turns alternate user, assistant)")
+    if turns[-1]["role"] != end:
+        if end == "assistant":
+            raise UserError(f"{where}: the conversation must end with an assistant message (nothing to learn after the last user turn)")
+        raise UserError(f"{where}: '{what}' must end with a user message (the turn the model answers)")
     return out
 
 

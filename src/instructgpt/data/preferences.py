@@ -156,17 +156,12 @@ def split_hh_pair(chosen: str, rejected: str) -> tuple[list[dict], str, str] | N
 
 
 # ---------------------------------------------------------------------------------------------- files
-def _messages(value: Any, where: str, what: str) -> list[dict]:
+def _messages(value: Any, where: str, what: str, end: str | None = None) -> list[dict]:
+    from .chat import check_messages
+
     if not isinstance(value, list) or not value:
         raise UserError(f"{where}: '{what}' must be a string or a non-empty list of chat messages")
-    from .chat import ROLES
-
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise UserError(f"{where}: '{what}' messages need string 'role' and 'content'")
-        if m["role"] not in ROLES:
-            raise UserError(f"{where}: '{what}' message {i + 1} has role {m['role']!r} (expected {', '.join(ROLES)})")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+    return check_messages(value, where, end=end, what=what)
 
 
 def _response_text(value: Any, where: str, what: str) -> str:
@@ -196,8 +191,7 @@ def _prompt_of(obj: dict, where: str) -> Any:
     p = obj["prompt"]
     if isinstance(p, str):
         return p
-    msgs = _messages(p, where, "prompt")
-    return msgs
+    return _messages(p, where, "prompt", end="user")
 
 
 def _labeler_fields(obj: dict, where: str) -> dict:

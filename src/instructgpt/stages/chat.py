@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from typing import Any, ClassVar
 
-from ..config import StageConfig, check_positive, check_range, field
+from ..config import StageConfig, field
 from ..errors import UserError
 
 HELP = "commands: /reset (forget the conversation), /system TEXT (set a system message), /quit"
@@ -27,11 +27,11 @@ class ChatConfig(StageConfig):
     model: str = field("", "model folder or hub id (empty: the last stage of --run: ppo-ptx, ppo, sft or pretrain)")
     run: str = field("", "run directory to take the model from when --model is not given")
     system: str = field("", "system message at the start of the conversation")
-    max_new_tokens: int = field(128, "longest reply in tokens")
-    temperature: float = field(0.7, "sampling temperature (0 = greedy)", minimum=0.0)
-    top_p: float = field(0.95, "nucleus sampling mass")
-    top_k: int = field(0, "sample among the k most likely tokens (0 = all)")
-    seed: int = field(0, "random seed (each reply uses the next seed; -1 = random)")
+    max_new_tokens: int = field(128, "longest reply in tokens", ge=1)
+    temperature: float = field(0.7, "sampling temperature (0 = greedy)", ge=0.0)
+    top_p: float = field(0.95, "nucleus sampling mass", ge=0.0, le=1.0)
+    top_k: int = field(0, "sample among the k most likely tokens (0 = all)", ge=0)
+    seed: int = field(0, "random seed (each reply uses the next seed; -1 = random)", ge=-1)
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
 
 
@@ -78,8 +78,6 @@ def run(cfg: ChatConfig) -> None:
     from ..models import resolve_device
     from ..sampling import load_model, stream_chat
 
-    check_positive(cfg, "max_new_tokens")
-    check_range(cfg, "top_p", 0.0, 1.0)
     path = _model_path(cfg)
     model, tok = load_model(path, resolve_device(cfg.device))
     context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 4096

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, check_positive, field, save_config
+from ..config import StageConfig, field, save_config
 from ..errors import UserError
 from ..evaluation import heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
 from ..report.text import format_table
@@ -52,18 +52,18 @@ class EvalConfig(StageConfig):
                                      "instead of evaluating; a --run holding seed-N/ folders (igpt run --seeds) is aggregated "
                                      "the same way")
     prompts: str = field("", "without a world: JSONL of held-out prompts ({\"prompt\"} or {\"messages\"}); the reward model judges")
-    n_winrate: int = field(200, "held-out prompts for win rates and metadata")
-    n_closed_domain: int = field(80, "closed-domain prompts for the hallucination rate")
-    n_false_premise: int = field(60, "false-premise questions for truthfulness")
-    n_toxicity: int = field(80, "toxicity prompts (half asking for respectful output)")
-    n_harmful: int = field(60, "harmful requests (the world's harmful set), with the win-rate set's, for harmful compliance")
-    n_probes: int = field(200, "knowledge probes for the alignment tax")
-    lm_tokens: int = field(40000, "held-out pretraining tokens for the alignment-tax loss")
-    max_new_tokens: int = field(48, "response length limit")
-    temperature: float = field(0.7, "sampling temperature of the evaluated models", minimum=0.0)
-    top_p: float = field(0.95, "nucleus sampling mass")
-    batch_size: int = field(64, "prompts per sampling batch")
-    seed: int = field(0, "seed for sampling and labeler noise")
+    n_winrate: int = field(200, "held-out prompts for win rates and metadata", ge=1)
+    n_closed_domain: int = field(80, "closed-domain prompts for the hallucination rate", ge=0)
+    n_false_premise: int = field(60, "false-premise questions for truthfulness", ge=0)
+    n_toxicity: int = field(80, "toxicity prompts (half asking for respectful output)", ge=0)
+    n_harmful: int = field(60, "harmful requests (the world's harmful set), with the win-rate set's, for harmful compliance", ge=0)
+    n_probes: int = field(200, "knowledge probes for the alignment tax", ge=0)
+    lm_tokens: int = field(40000, "held-out pretraining tokens for the alignment-tax loss", ge=0)
+    max_new_tokens: int = field(48, "response length limit", ge=1)
+    temperature: float = field(0.7, "sampling temperature of the evaluated models", ge=0.0)
+    top_p: float = field(0.95, "nucleus sampling mass", ge=0.0, le=1.0)
+    batch_size: int = field(64, "prompts per sampling batch", ge=1)
+    seed: int = field(0, "seed for sampling and labeler noise", ge=0)
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
     report: bool = field(True, "write eval/report.html")
     overwrite: bool = field(False, "replace an existing eval folder")
@@ -126,7 +126,6 @@ def _rate(flags: list[dict], key: str) -> float:
 
 
 def run(cfg: EvalConfig) -> Path:
-    check_positive(cfg, "n_winrate", "max_new_tokens", "batch_size")
     run_dir = Path(cfg.run) if cfg.run else None
     out = Path(cfg.out) if cfg.out else (run_dir / "eval" if run_dir else None)
     if out is None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
-from ..config import StageConfig, check_positive, check_range, field
+from ..config import StageConfig, field
 from ..errors import UserError, data_error
 
 
@@ -23,24 +23,29 @@ class GenerateConfig(StageConfig):
     prompts: str = field("", "JSONL file of prompts: {\"prompt\": text} or {\"messages\": [...]}, optional \"id\"")
     out: str = field("", "write JSONL results here instead of printing")
     chat: bool = field(True, "apply the chat template (off: continue the raw text, like a pretrained model)")
-    max_new_tokens: int = field(64, "tokens to generate at most")
-    temperature: float = field(0.7, "sampling temperature (0 = greedy)", minimum=0.0)
-    top_p: float = field(0.95, "nucleus sampling mass")
-    top_k: int = field(0, "sample among the k most likely tokens (0 = all)")
-    batch_size: int = field(32, "prompts per batch")
-    seed: int = field(0, "random seed")
+    max_new_tokens: int = field(64, "tokens to generate at most", ge=1)
+    temperature: float = field(0.7, "sampling temperature (0 = greedy)", ge=0.0)
+    top_p: float = field(0.95, "nucleus sampling mass", ge=0.0, le=1.0)
+    top_k: int = field(0, "sample among the k most likely tokens (0 = all)", ge=0)
+    batch_size: int = field(32, "prompts per batch", ge=1)
+    seed: int = field(0, "random seed", ge=0)
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
 
 
 def read_prompts(path: str) -> list[dict]:
+    from ..data.chat import check_messages
     from ..textio import jsonl_objects
 
     p = Path(path)
     rows = []
     for i, obj in jsonl_objects(p, "prompts file"):
-        if not (isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)):
+        if isinstance(obj.get("messages"), list):
+            obj = {**obj, "messages": check_messages(obj["messages"], f"{p}:{i}", end="user")}
+        elif not isinstance(obj.get("prompt"), str):
             raise data_error(p, i, "expected {\"prompt\": text} or {\"messages\": [...]}")
         rows.append(obj)
+    if not rows:
+        raise UserError(f"{p}: holds no prompts")
     return rows
 
 
@@ -53,8 +58,6 @@ def run(cfg: GenerateConfig) -> list[dict]:
         raise UserError("--model: give a model folder or hub id")
     if not cfg.prompt and not cfg.prompts:
         raise UserError("give --prompt TEXT or --prompts FILE")
-    check_positive(cfg, "max_new_tokens", "batch_size")
-    check_range(cfg, "top_p", 0.0, 1.0)
     rows = [{"prompt": cfg.prompt}] if cfg.prompt else read_prompts(cfg.prompts)
     model, tok = load_model(cfg.model, resolve_device(cfg.device))
     ids = [encode_prompt(tok, r.get("messages") or r["prompt"], chat=cfg.chat) for r in rows]

@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, check_positive, check_range, field, save_config
+from ..config import StageConfig, field, save_config
 from ..errors import UserError
 from ..rundir import begin_output, finish_output, is_complete, own_output, partial_path
 
@@ -52,24 +52,24 @@ class LabelConfig(StageConfig):
     world: str = field("", "world folder with the comparison prompts and labelers (default: <run>/world)")
     models: list[str] = field([], "MODEL@TEMPERATURE specs that share the K responses round-robin; MODEL is a folder name in "
                                   "the run (sft, pretrain) or a path; a spec listed twice gets twice the slots (default: sft@1.0,sft@0.7,sft@1.0)")
-    k: int = field(4, "responses per prompt (InstructGPT: 4 to 9)")
-    n_prompts: int = field(640, "training comparison prompts (0 = all the world's rm prompts left after the held-out slice)")
-    heldout_prompts: int = field(128, "held-out comparison prompts, ranked by a training and a held-out labeler, never trained on")
-    double_share: float = field(0.2, "share of training prompts ranked by a second labeler (measures agreement)")
+    k: int = field(4, "responses per prompt (InstructGPT: 4 to 9)", ge=2, le=64)
+    n_prompts: int = field(640, "training comparison prompts (0 = all the world's rm prompts left after the held-out slice)", ge=0)
+    heldout_prompts: int = field(128, "held-out comparison prompts, ranked by a training and a held-out labeler, never trained on", ge=0)
+    double_share: float = field(0.2, "share of training prompts ranked by a second labeler (measures agreement)", ge=0.0, le=1.0)
     prompt_mix: str = field("families", "which comparison prompts are labelled: families (round robin over the task families, "
                                         "so that a rare one, such as harmful requests, is not left to chance) or natural (a random "
-                                        "draw from the world's rm split, families as common as in use)")
-    labeler: str = field("sim", "sim (the world's simulated labelers rank) or human (only queue tasks for igpt serve)")
-    max_new_tokens: int = field(48, "longest sampled response, in tokens")
-    top_p: float = field(1.0, "nucleus sampling")
-    top_k: int = field(0, "top-k sampling (0 = off)")
-    batch_size: int = field(64, "sequences sampled at once")
-    chunk_prompts: int = field(64, "prompts sampled, ranked and written per transaction")
-    stop_after: int = field(0, "stop after this many chunks as if interrupted (0 = run to the end)")
+                                        "draw from the world's rm split, families as common as in use)", choices=("natural", "families"))
+    labeler: str = field("sim", "sim (the world's simulated labelers rank) or human (only queue tasks for igpt serve)", choices=("sim", "human"))
+    max_new_tokens: int = field(48, "longest sampled response, in tokens", ge=1)
+    top_p: float = field(1.0, "nucleus sampling", ge=0.0, le=1.0)
+    top_k: int = field(0, "top-k sampling (0 = off)", ge=0)
+    batch_size: int = field(64, "sequences sampled at once", ge=1)
+    chunk_prompts: int = field(64, "prompts sampled, ranked and written per transaction", ge=1)
+    stop_after: int = field(0, "stop after this many chunks as if interrupted (0 = run to the end)", ge=0)
     resume: bool = field(False, "continue an interrupted (or finished, to add prompts) labelling run")
     overwrite: bool = field(False, "replace an existing comparisons folder")
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
-    seed: int = field(0, "random seed (prompt selection, sampling, labelers)")
+    seed: int = field(0, "random seed (prompt selection, sampling, labelers)", ge=0)
     progress: bool = field(True, "show a progress bar")
 
 
@@ -268,22 +268,7 @@ def _paths(cfg: LabelConfig) -> dict[str, Any]:
     return {"run": run, "out": out, "world": world}
 
 
-def validate(cfg: LabelConfig) -> None:
-    check_positive(cfg, "max_new_tokens", "batch_size", "chunk_prompts")
-    if not 2 <= cfg.k <= 64:
-        raise UserError(f"--k: must be between 2 and 64 (InstructGPT used 4 to 9), got {cfg.k}")
-    if cfg.n_prompts < 0 or cfg.heldout_prompts < 0:
-        raise UserError("--n-prompts and --heldout-prompts must be >= 0")
-    check_range(cfg, "double_share", 0.0, 1.0)
-    check_range(cfg, "top_p", 0.0, 1.0)
-    if cfg.prompt_mix not in ("natural", "families"):
-        raise UserError(f"--prompt-mix: must be natural or families, got '{cfg.prompt_mix}'")
-    if cfg.labeler not in ("sim", "human"):
-        raise UserError(f"--labeler: must be sim or human, got '{cfg.labeler}'")
-
-
 def run(cfg: LabelConfig) -> Path:
-    validate(cfg)
     paths = _paths(cfg)
     with own_output(paths["out"]):  # a second igpt label on the same store stops here, before it can touch it
         return _label(cfg, paths)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
-from ..config import StageConfig, check_positive, check_range, field, save_config
+from ..config import StageConfig, field, save_config
 from ..errors import UserError
 from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
 
@@ -70,49 +70,49 @@ class PPOConfig(StageConfig):
     world: str = field("", "built-in world folder, for prompts and the gold judge (default: <run>/world when present)")
     ptx_corpus: str = field("", "pretraining corpus for PPO-ptx and the held-out pretraining loss (default: <run>/world)")
     out: str = field("", "output folder (default: <run>/ppo, or <run>/ppo-ptx when the ptx coefficient is > 0)")
-    ptx_coef: float = field(RECOMMENDED_PTX_COEF, "pretraining-loss coefficient gamma of PPO-ptx (InstructGPT: 27.8 at its scale); 0 = plain PPO")
-    ptx_per_episode: float = field(1.0, "pretraining sequences per RL episode in each policy update (PPO-ptx)")
-    ptx_seq_len: int = field(128, "length of each pretraining sequence (PPO-ptx)")
-    steps: int = field(20, "PPO steps (each: one batch of rollouts, then the PPO epochs over it)")
-    batch_size: int = field(32, "episodes (prompts) per step per process")
-    minibatch_size: int = field(16, "episodes per optimiser update")
-    grad_accum: int = field(1, "micro-batches per minibatch (gradient accumulation)")
-    ppo_epochs: int = field(2, "passes over each batch of rollouts")
-    max_new_tokens: int = field(48, "longest response")
-    max_prompt_len: int = field(128, "prompts are cut to their last N tokens")
-    temperature: float = field(1.0, "rollout temperature (log-probs for training use the same temperature)")
-    lr: float = field(1e-5, "policy learning rate")
-    value_lr: float = field(1e-4, "value-model learning rate")
-    lr_schedule: str = field("constant", "constant or linear (decay to 0 over --steps)")
-    warmup_steps: int = field(0, "linear learning-rate warmup, in PPO steps")
-    adam_eps: float = field(1e-5, "Adam epsilon (a tiny epsilon makes the first updates too large)")
-    grad_clip: float = field(1.0, "clip each model's gradient norm to this (0 = off)")
-    kl_coef: float = field(0.02, "KL penalty coefficient beta (the initial value when adaptive)")
-    target_kl: float = field(0.0, "adaptive KL: steer the per-response KL to this many nats (0 = fixed beta)")
-    kl_horizon: int = field(10000, "adaptive KL controller horizon, in episodes")
-    kl_estimator: str = field("k1", "per-token KL estimate in the reward: k1 (log ratio), k2 or k3")
-    gamma: float = field(1.0, "GAE discount")
-    lam: float = field(0.95, "GAE lambda")
-    clip_range: float = field(0.2, "PPO ratio clip")
-    value_clip_range: float = field(0.2, "value clip around the old values")
-    vf_coef: float = field(0.1, "value-loss coefficient")
-    no_eos_penalty: float = field(1.0, "subtract this from the normalised score of responses without a stop token (0 = off)")
-    score_clip: float = field(0.0, "clip normalised scores to +-N (0 = off)")
-    eval_every: int = field(5, "gold-judge evaluation on held-out prompts every N steps, and at the start and end (0 = off)")
-    eval_prompts: int = field(64, "held-out prompts in the gold-judge sample (fixed for the whole run)")
-    eval_temperature: float = field(1.0, "sampling temperature of the gold-judge evaluation", minimum=0.0)
-    val_tokens: int = field(16384, "held-out pretraining tokens for the pretraining-loss metric, measured with the gold evaluation (0 = off)")
-    sample_every: int = field(5, "write a table of sample responses to samples.jsonl every N steps (0 = off)")
-    n_samples: int = field(4, "rows in each sample table")
-    checkpoint_every: int = field(5, "checkpoint every N steps (and at the end)")
-    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --steps)")
+    ptx_coef: float = field(RECOMMENDED_PTX_COEF, "pretraining-loss coefficient gamma of PPO-ptx (InstructGPT: 27.8 at its scale); 0 = plain PPO", ge=0.0)
+    ptx_per_episode: float = field(1.0, "pretraining sequences per RL episode in each policy update (PPO-ptx)", ge=0.0)
+    ptx_seq_len: int = field(128, "length of each pretraining sequence (PPO-ptx)", ge=1)
+    steps: int = field(20, "PPO steps (each: one batch of rollouts, then the PPO epochs over it)", ge=1)
+    batch_size: int = field(32, "episodes (prompts) per step per process", ge=1)
+    minibatch_size: int = field(16, "episodes per optimiser update", ge=1)
+    grad_accum: int = field(1, "micro-batches per minibatch (gradient accumulation)", ge=1)
+    ppo_epochs: int = field(2, "passes over each batch of rollouts", ge=1)
+    max_new_tokens: int = field(48, "longest response", ge=1)
+    max_prompt_len: int = field(128, "prompts are cut to their last N tokens", ge=1)
+    temperature: float = field(1.0, "rollout temperature (log-probs for training use the same temperature)", gt=0.0)
+    lr: float = field(1e-5, "policy learning rate", gt=0.0)
+    value_lr: float = field(1e-4, "value-model learning rate", gt=0.0)
+    lr_schedule: str = field("constant", "constant or linear (decay to 0 over --steps)", choices=("constant", "linear"))
+    warmup_steps: int = field(0, "linear learning-rate warmup, in PPO steps", ge=0)
+    adam_eps: float = field(1e-5, "Adam epsilon (a tiny epsilon makes the first updates too large)", gt=0.0)
+    grad_clip: float = field(1.0, "clip each model's gradient norm to this (0 = off)", ge=0.0)
+    kl_coef: float = field(0.02, "KL penalty coefficient beta (the initial value when adaptive)", ge=0.0)
+    target_kl: float = field(0.0, "adaptive KL: steer the per-response KL to this many nats (0 = fixed beta)", ge=0.0)
+    kl_horizon: int = field(10000, "adaptive KL controller horizon, in episodes", ge=1)
+    kl_estimator: str = field("k1", "per-token KL estimate in the reward: k1 (log ratio), k2 or k3", choices=("k1", "k2", "k3"))
+    gamma: float = field(1.0, "GAE discount", ge=0.0, le=1.0)
+    lam: float = field(0.95, "GAE lambda", ge=0.0, le=1.0)
+    clip_range: float = field(0.2, "PPO ratio clip", gt=0.0, le=10.0)
+    value_clip_range: float = field(0.2, "value clip around the old values", ge=0.0)
+    vf_coef: float = field(0.1, "value-loss coefficient", ge=0.0)
+    no_eos_penalty: float = field(1.0, "subtract this from the normalised score of responses without a stop token (0 = off)", ge=0.0)
+    score_clip: float = field(0.0, "clip normalised scores to +-N (0 = off)", ge=0.0)
+    eval_every: int = field(5, "gold-judge evaluation on held-out prompts every N steps, and at the start and end (0 = off)", ge=0)
+    eval_prompts: int = field(64, "held-out prompts in the gold-judge sample (fixed for the whole run)", ge=1)
+    eval_temperature: float = field(1.0, "sampling temperature of the gold-judge evaluation", ge=0.0)
+    val_tokens: int = field(16384, "held-out pretraining tokens for the pretraining-loss metric, measured with the gold evaluation (0 = off)", ge=0)
+    sample_every: int = field(5, "write a table of sample responses to samples.jsonl every N steps (0 = off)", ge=0)
+    n_samples: int = field(4, "rows in each sample table", ge=0)
+    checkpoint_every: int = field(5, "checkpoint every N steps (and at the end)", ge=0)
+    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --steps)", ge=0)
     resume: bool = field(False, "continue an interrupted run from its last checkpoint")
     overwrite: bool = field(False, "replace an existing output folder")
-    rollout_batch_size: int = field(64, "sequences sampled together")
-    forward_batch_size: int = field(64, "sequences per no-grad scoring pass (reference, value, reward)")
-    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    rollout_batch_size: int = field(64, "sequences sampled together", ge=1)
+    forward_batch_size: int = field(64, "sequences per no-grad scoring pass (reference, value, reward)", ge=1)
+    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
-    seed: int = field(0, "random seed (prompt order, sampling, minibatches)")
+    seed: int = field(0, "random seed (prompt order, sampling, minibatches)", ge=0)
     cache_dir: str = field("", "where the tokenised pretraining corpus is cached (default: <run>/.cache)")
     tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
     wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
@@ -120,30 +120,12 @@ class PPOConfig(StageConfig):
 
 
 def validate(cfg: PPOConfig) -> None:
-    check_positive(cfg, "steps", "batch_size", "minibatch_size", "grad_accum", "ppo_epochs", "max_new_tokens", "max_prompt_len",
-                   "lr", "value_lr", "adam_eps", "rollout_batch_size", "forward_batch_size", "ptx_seq_len")
-    check_range(cfg, "lam", 0.0, 1.0)
-    check_range(cfg, "gamma", 0.0, 1.0)
-    check_range(cfg, "clip_range", 0.0, 10.0)
     if cfg.minibatch_size > cfg.batch_size:
         raise UserError(f"--minibatch-size ({cfg.minibatch_size}) must not exceed --batch-size ({cfg.batch_size})")
     if cfg.batch_size % cfg.minibatch_size:
         raise UserError(f"--batch-size ({cfg.batch_size}) must be a multiple of --minibatch-size ({cfg.minibatch_size})")
     if cfg.minibatch_size % cfg.grad_accum:
         raise UserError(f"--minibatch-size ({cfg.minibatch_size}) must be a multiple of --grad-accum ({cfg.grad_accum})")
-    if cfg.temperature <= 0:
-        raise UserError(f"--temperature: must be > 0 for PPO (log-probs of a greedy policy are undefined), got {cfg.temperature}")
-    for name in ("ptx_coef", "ptx_per_episode", "kl_coef", "target_kl", "vf_coef", "no_eos_penalty", "score_clip"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(cfg, name)}")
-    if cfg.kl_estimator not in ("k1", "k2", "k3"):
-        raise UserError(f"--kl-estimator: must be k1, k2 or k3, got '{cfg.kl_estimator}'")
-    if cfg.lr_schedule not in ("constant", "linear"):
-        raise UserError(f"--lr-schedule: must be constant or linear, got '{cfg.lr_schedule}'")
-    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
-    if cfg.target_kl > 0 and cfg.kl_horizon <= 0:
-        raise UserError(f"--kl-horizon: must be > 0 with --target-kl, got {cfg.kl_horizon}")
 
 
 def kl_horizon_note(cfg: PPOConfig, world_size: int = 1) -> str | None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, check_positive, check_range, field, save_config
+from ..config import StageConfig, field, save_config
 from ..errors import UserError
 from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
 
@@ -40,35 +40,35 @@ class PretrainConfig(StageConfig):
     out: str = field("", "output model folder (overrides <run>/pretrain)")
     tokenizer: str = field("", "tokenizer folder (default: <run>/tokenizer, or the --model's own)")
     model: str = field("", "continue pretraining this model (folder or hub id) instead of starting from scratch")
-    d_model: int = field(256, "hidden size of a from-scratch model")
-    n_layers: int = field(4, "number of transformer layers")
-    n_heads: int = field(4, "attention heads")
-    n_kv_heads: int = field(4, "key/value heads (grouped-query attention when fewer than --n-heads)")
-    d_ff: int = field(768, "MLP inner size (SwiGLU)")
-    seq_len: int = field(256, "training sequence length (also the model's context)")
-    dropout: float = field(0.0, "residual dropout")
-    batch_size: int = field(16, "sequences per micro-batch per process")
-    grad_accum: int = field(1, "micro-batches per optimiser step")
-    max_steps: int = field(450, "optimiser steps")
-    lr: float = field(2e-3, "peak learning rate")
-    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)")
-    warmup_steps: int = field(40, "linear warmup steps")
-    weight_decay: float = field(0.1, "AdamW weight decay on weight matrices")
-    beta1: float = field(0.9, "AdamW beta1")
-    beta2: float = field(0.95, "AdamW beta2")
-    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)")
-    val_fraction: float = field(0.02, "share of documents held out for validation")
-    eval_every: int = field(100, "validation every N steps (and at the end)")
-    eval_batches: int = field(8, "validation batches per evaluation")
-    sample_every: int = field(150, "log sampled continuations every N steps (0 = only at the end)")
-    checkpoint_every: int = field(100, "checkpoint every N steps (and at the end)")
-    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --max-steps)")
+    d_model: int = field(256, "hidden size of a from-scratch model", ge=1)
+    n_layers: int = field(4, "number of transformer layers", ge=1)
+    n_heads: int = field(4, "attention heads", ge=1)
+    n_kv_heads: int = field(4, "key/value heads (grouped-query attention when fewer than --n-heads)", ge=1)
+    d_ff: int = field(768, "MLP inner size (SwiGLU)", ge=1)
+    seq_len: int = field(256, "training sequence length (also the model's context)", ge=2)
+    dropout: float = field(0.0, "residual dropout", ge=0.0, le=0.9)
+    batch_size: int = field(16, "sequences per micro-batch per process", ge=1)
+    grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
+    max_steps: int = field(450, "optimiser steps", ge=1)
+    lr: float = field(2e-3, "peak learning rate", gt=0.0)
+    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)", ge=0.0, le=1.0)
+    warmup_steps: int = field(40, "linear warmup steps", ge=0)
+    weight_decay: float = field(0.1, "AdamW weight decay on weight matrices", ge=0.0)
+    beta1: float = field(0.9, "AdamW beta1", ge=0.0, lt=1.0)
+    beta2: float = field(0.95, "AdamW beta2", ge=0.0, lt=1.0)
+    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)", ge=0.0)
+    val_fraction: float = field(0.02, "share of documents held out for validation", ge=0.0, le=0.5)
+    eval_every: int = field(100, "validation every N steps (and at the end)", ge=0)
+    eval_batches: int = field(8, "validation batches per evaluation", ge=1)
+    sample_every: int = field(150, "log sampled continuations every N steps (0 = only at the end)", ge=0)
+    checkpoint_every: int = field(100, "checkpoint every N steps (and at the end)", ge=0)
+    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --max-steps)", ge=0)
     resume: bool = field(False, "continue an interrupted run from its last checkpoint")
     overwrite: bool = field(False, "replace an existing output folder")
     compile: bool = field(False, "torch.compile the model")
-    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
-    seed: int = field(0, "random seed (model init, data order)")
+    seed: int = field(0, "random seed (model init, data order)", ge=0)
     cache_dir: str = field("", "where tokenised corpora are cached (default: <run>/.cache or beside the output)")
     tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
     wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
@@ -91,13 +91,8 @@ def _paths(cfg: PretrainConfig) -> dict[str, Any]:
 
 
 def validate(cfg: PretrainConfig) -> None:
-    check_positive(cfg, "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "seq_len", "batch_size", "grad_accum", "max_steps", "lr")
-    check_range(cfg, "val_fraction", 0.0, 0.5)
-    check_range(cfg, "dropout", 0.0, 0.9)
     if not cfg.model and (cfg.d_model % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads):
         raise UserError(f"--d-model ({cfg.d_model}) must divide by --n-heads ({cfg.n_heads}), which must divide by --n-kv-heads ({cfg.n_kv_heads})")
-    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
 
 
 def lm_loss(model: Any, inputs: Any, targets: Any, ignore_index: int = -100) -> Any:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, check_positive, check_range, field, save_config
+from ..config import StageConfig, field, save_config
 from ..errors import UserError
 from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
 
@@ -49,29 +49,29 @@ class RewardConfig(StageConfig):
     model: str = field("", "backbone: a causal LM folder or hub id (default: <run>/sft)")
     world: str = field("", "world folder for the demonstrations and the gold judge (default: <run>/world when it exists)")
     demonstrations: str = field("", "demonstrations JSONL for the reward bias (default: the world's; else the best-ranked responses)")
-    epochs: int = field(1, "passes over the training comparisons (InstructGPT: 1)")
-    batch_size: int = field(16, "comparisons (prompts with all their pairs) per micro-batch per process")
-    grad_accum: int = field(1, "micro-batches per optimiser step")
-    lr: float = field(6e-4, "peak learning rate")
-    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay; InstructGPT: 0.1)")
-    warmup_steps: int = field(4, "linear warmup steps")
-    weight_decay: float = field(0.0, "AdamW weight decay on weight matrices")
-    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)")
-    dropout: float = field(0.0, "residual dropout while training")
-    max_len: int = field(0, "longest (prompt + response) in tokens; longer ones keep their end (0 = the model's context)")
+    epochs: int = field(1, "passes over the training comparisons (InstructGPT: 1)", ge=1)
+    batch_size: int = field(16, "comparisons (prompts with all their pairs) per micro-batch per process", ge=1)
+    grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
+    lr: float = field(6e-4, "peak learning rate", gt=0.0)
+    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay; InstructGPT: 0.1)", ge=0.0, le=1.0)
+    warmup_steps: int = field(4, "linear warmup steps", ge=0)
+    weight_decay: float = field(0.0, "AdamW weight decay on weight matrices", ge=0.0)
+    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)", ge=0.0)
+    dropout: float = field(0.0, "residual dropout while training", ge=0.0, le=0.9)
+    max_len: int = field(0, "longest (prompt + response) in tokens; longer ones keep their end (0 = the model's context)", ge=0)
     shuffle_pairs: bool = field(False, "ablation: train on the pairs shuffled as independent examples (overfits, InstructGPT 3.5)")
     group_pairs: bool = field(True, "merge pairwise lines of the same prompt and labeler into one batch element")
-    empty_responses: str = field("skip", "empty responses in --data files: skip (reported), keep, or error")
-    val_fraction: float = field(0.05, "share of file comparisons held out when there is no held-out split or --eval-data")
-    max_comparisons: int = field(0, "train on at most this many comparisons (0 = all)")
-    eval_every: int = field(25, "held-out accuracy every N steps (0 = only at the end)")
-    checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)")
-    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)")
+    empty_responses: str = field("skip", "empty responses in --data files: skip (reported), keep, or error", choices=("skip", "keep", "error"))
+    val_fraction: float = field(0.05, "share of file comparisons held out when there is no held-out split or --eval-data", ge=0.0, le=0.5)
+    max_comparisons: int = field(0, "train on at most this many comparisons (0 = all)", ge=0)
+    eval_every: int = field(25, "held-out accuracy every N steps (0 = only at the end)", ge=0)
+    checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)
+    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)", ge=0)
     resume: bool = field(False, "continue an interrupted run from its last checkpoint")
     overwrite: bool = field(False, "replace an existing output folder")
-    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
-    seed: int = field(0, "random seed (head init, data order)")
+    seed: int = field(0, "random seed (head init, data order)", ge=0)
     tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
     wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
     progress: bool = field(True, "show a progress bar")
@@ -93,19 +93,6 @@ def _paths(cfg: RewardConfig) -> dict[str, Any]:
         raise UserError("--data: give comparison files or a comparisons.sqlite (or --run)")
     world = Path(cfg.world) if cfg.world else (run / "world" if run and (run / "world").exists() else None)
     return {"out": out, "model": model, "data": data, "world": world}
-
-
-def validate(cfg: RewardConfig) -> None:
-    check_positive(cfg, "epochs", "batch_size", "grad_accum", "lr")
-    check_range(cfg, "val_fraction", 0.0, 0.5)
-    check_range(cfg, "dropout", 0.0, 0.9)
-    check_range(cfg, "min_lr_ratio", 0.0, 1.0)
-    if cfg.max_len < 0 or cfg.max_comparisons < 0 or cfg.warmup_steps < 0:
-        raise UserError("--max-len, --max-comparisons and --warmup-steps must be >= 0")
-    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
-    if cfg.empty_responses not in ("skip", "keep", "error"):
-        raise UserError(f"--empty-responses: must be skip, keep or error, got '{cfg.empty_responses}'")
 
 
 def load_data(cfg: RewardConfig, data: list[str]) -> tuple[list, list, Any]:
@@ -399,7 +386,6 @@ def run(cfg: RewardConfig) -> Path:
     )
     from . import label as label_stage
 
-    validate(cfg)
     paths = _paths(cfg)
     out: Path = paths["out"]
 

@@ -18,7 +18,7 @@ class ServeConfig(StageConfig):
 
     run: str = field("", "run directory (its comparisons/comparisons.sqlite is the store)")
     host: str = field("127.0.0.1", "address to listen on (keep 127.0.0.1 unless behind a proxy)")
-    port: int = field(8000, "port")
+    port: int = field(8000, "port", ge=1, le=65535)
     labelers: list[str] = field([], "labeler names to create access tokens for")
     tokens_file: str = field("", "JSON file of labeler tokens to use instead of generating them")
     models: list[str] = field([], "arena models: run folder names or paths (default: every model folder in the run)")

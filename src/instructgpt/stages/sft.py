@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, check_positive, check_range, field, save_config
+from ..config import StageConfig, field, save_config
+from ..data.chat import FORMATS
 from ..errors import UserError
 from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
 
@@ -42,38 +43,38 @@ class SFTConfig(StageConfig):
     run: str = field("", "run directory: reads <run>/pretrain and <run>/world, writes <run>/sft")
     model: str = field("", "model to fine-tune: folder or hub id (empty: <run>/pretrain)")
     data: str = field("", "demonstrations: a JSONL file, a folder of them, or a world folder (empty: <run>/world)")
-    format: str = field("auto", "demonstration format: auto (per line), chat, prompt_response or alpaca")
+    format: str = field("auto", "demonstration format: auto (per line), chat, prompt_response or alpaca", choices=FORMATS)
     val_data: str = field("", "validation demonstrations (empty: hold out --val-fraction of --data, chosen by a hash of the prompt)")
-    val_fraction: float = field(0.05, "share of demonstrations held out for validation when there is no --val-data")
-    max_examples: int = field(0, "use at most this many training demonstrations (0 = all)")
+    val_fraction: float = field(0.05, "share of demonstrations held out for validation when there is no --val-data", ge=0.0, le=0.5)
+    max_examples: int = field(0, "use at most this many training demonstrations (0 = all)", ge=0)
     out: str = field("", "output model folder (empty: <run>/sft)")
-    epochs: int = field(3, "passes over the demonstrations")
-    batch_tokens: int = field(512, "padded tokens per micro-batch per process (examples of similar length are grouped)")
-    grad_accum: int = field(1, "micro-batches per optimiser step")
-    lr: float = field(2e-3, "peak learning rate")
-    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)")
-    warmup_steps: int = field(10, "linear warmup steps")
-    weight_decay: float = field(0.0, "AdamW weight decay on weight matrices")
-    beta2: float = field(0.95, "AdamW beta2")
-    grad_clip: float = field(1.0, "clip the global gradient norm (0 = off)")
-    dropout: float = field(0.1, "residual dropout (InstructGPT: 0.2)")
-    max_len: int = field(0, "longest conversation in tokens; longer ones are dropped and counted (0 = the model's context)")
-    ptx_fraction: float = field(0.0, "share of the loss's tokens that are pretraining text (InstructGPT's PPO start model: 0.1)")
+    epochs: int = field(3, "passes over the demonstrations", ge=1)
+    batch_tokens: int = field(512, "padded tokens per micro-batch per process (examples of similar length are grouped)", ge=1)
+    grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
+    lr: float = field(2e-3, "peak learning rate", gt=0.0)
+    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)", ge=0.0, le=1.0)
+    warmup_steps: int = field(10, "linear warmup steps", ge=0)
+    weight_decay: float = field(0.0, "AdamW weight decay on weight matrices", ge=0.0)
+    beta2: float = field(0.95, "AdamW beta2", ge=0.0, lt=1.0)
+    grad_clip: float = field(1.0, "clip the global gradient norm (0 = off)", ge=0.0)
+    dropout: float = field(0.1, "residual dropout (InstructGPT: 0.2)", ge=0.0, le=0.9)
+    max_len: int = field(0, "longest conversation in tokens; longer ones are dropped and counted (0 = the model's context)", ge=0)
+    ptx_fraction: float = field(0.0, "share of the loss's tokens that are pretraining text (InstructGPT's PPO start model: 0.1)", ge=0.0, le=0.9)
     ptx_corpus: str = field("", "pretraining corpus for --ptx-fraction (empty: <run>/world)")
-    ptx_seq_len: int = field(128, "length of the pretraining sequences mixed in")
-    select_by: str = field("val_loss", "keep the best evaluation by val_loss, reward (needs --reward-model) or last")
+    ptx_seq_len: int = field(128, "length of the pretraining sequences mixed in", ge=1)
+    select_by: str = field("val_loss", "keep the best evaluation by val_loss, reward (needs --reward-model) or last", choices=("val_loss", "reward", "last"))
     reward_model: str = field("", "reward-model folder for --select-by reward")
-    select_prompts: int = field(64, "validation prompts sampled and scored for --select-by reward")
-    eval_every: int = field(0, "also evaluate every N steps (0 = after each epoch only)")
-    samples: int = field(3, "sampled answers to validation prompts logged to samples.jsonl after each epoch")
-    max_new_tokens: int = field(64, "longest sampled answer (samples and reward selection)")
-    checkpoint_every: int = field(50, "checkpoint every N steps (and after every epoch; 0 = epochs only)")
-    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)")
+    select_prompts: int = field(64, "validation prompts sampled and scored for --select-by reward", ge=1)
+    eval_every: int = field(0, "also evaluate every N steps (0 = after each epoch only)", ge=0)
+    samples: int = field(3, "sampled answers to validation prompts logged to samples.jsonl after each epoch", ge=0)
+    max_new_tokens: int = field(64, "longest sampled answer (samples and reward selection)", ge=1)
+    checkpoint_every: int = field(50, "checkpoint every N steps (and after every epoch; 0 = epochs only)", ge=0)
+    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)", ge=0)
     resume: bool = field(False, "continue an interrupted run from its last checkpoint")
     overwrite: bool = field(False, "replace an existing output folder")
-    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
-    seed: int = field(0, "random seed (data order, dropout, sampling)")
+    seed: int = field(0, "random seed (data order, dropout, sampling)", ge=0)
     cache_dir: str = field("", "where the tokenised pretraining corpus is cached (empty: <run>/.cache or beside the output)")
     tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
     wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
@@ -97,24 +98,8 @@ def _paths(cfg: SFTConfig) -> dict[str, Any]:
 
 
 def validate(cfg: SFTConfig) -> None:
-    check_positive(cfg, "epochs", "batch_tokens", "grad_accum", "lr", "ptx_seq_len", "max_new_tokens")
-    check_range(cfg, "val_fraction", 0.0, 0.5)
-    check_range(cfg, "ptx_fraction", 0.0, 0.9)
-    check_range(cfg, "dropout", 0.0, 0.9)
-    check_range(cfg, "min_lr_ratio", 0.0, 1.0)
-    for name in ("max_len", "max_examples", "warmup_steps", "eval_every", "samples", "checkpoint_every", "stop_after", "select_prompts"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(cfg, name)}")
-    if cfg.select_by not in ("val_loss", "reward", "last"):
-        raise UserError(f"--select-by: must be val_loss, reward or last, got '{cfg.select_by}'")
     if cfg.select_by == "reward" and not cfg.reward_model:
         raise UserError("--select-by reward needs --reward-model FOLDER")
-    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise UserError(f"--precision: must be auto, fp32, bf16 or fp16, got '{cfg.precision}'")
-    from ..data.chat import FORMATS
-
-    if cfg.format not in FORMATS:
-        raise UserError(f"--format: unknown format '{cfg.format}' (choose from {', '.join(FORMATS)})")
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -7,7 +7,7 @@ import itertools
 from pathlib import Path
 from typing import ClassVar
 
-from ..config import StageConfig, check_positive, field, save_config
+from ..config import StageConfig, field, save_config
 from ..errors import UserError
 from ..rundir import begin_output, finish_output, own_output
 
@@ -22,9 +22,9 @@ class TokenizerConfig(StageConfig):
     corpus: str = field("", "corpus: .txt, .jsonl (field text), a folder, a world folder, or hf:NAME (default: <run>/world)")
     run: str = field("", "run directory; the output goes to <run>/tokenizer")
     out: str = field("", "output folder (overrides <run>/tokenizer)")
-    vocab_size: int = field(4096, "vocabulary size including the special tokens")
-    min_frequency: int = field(2, "minimum pair frequency for a merge")
-    max_docs: int = field(200000, "train on at most this many documents (the first ones)")
+    vocab_size: int = field(4096, "vocabulary size including the special tokens", ge=1)
+    min_frequency: int = field(2, "minimum pair frequency for a merge", ge=0)
+    max_docs: int = field(200000, "train on at most this many documents (the first ones)", ge=1)
     overwrite: bool = field(False, "replace an existing output folder")
 
 
@@ -42,7 +42,6 @@ def run(cfg: TokenizerConfig) -> Path:
     from ..data.corpus import iter_documents
     from ..tokenizer import check_vocab_size, train_bpe
 
-    check_positive(cfg, "vocab_size", "max_docs")
     check_vocab_size(cfg.vocab_size)
     corpus, out = resolve_paths(cfg)
     docs = list(itertools.islice(iter_documents(corpus), cfg.max_docs))  # reads and validates before anything is written

@@ -20,9 +20,9 @@ class WorldConfig(StageConfig):
 
     out: str = field("", "output folder (default: <run>/world)")
     run: str = field("", "run directory")
-    seed: int = field(0, "world seed: the same seed gives byte-identical files")
-    size: str = field("default", "tiny, small, default or large")
-    careless_share: float = field(CARELESS_SHARE, "the labelers' average share of careless demonstrations (0: all ideal; see docs/world.md)")
+    seed: int = field(0, "world seed: the same seed gives byte-identical files", ge=0)
+    size: str = field("default", "tiny, small, default or large", choices=("tiny", "small", "default", "large"))
+    careless_share: float = field(CARELESS_SHARE, "the labelers' average share of careless demonstrations (0: all ideal; see docs/world.md)", ge=0.0, le=1.0)
     overwrite: bool = field(False, "replace an existing output folder")
 
 
