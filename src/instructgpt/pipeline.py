@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from .config import StageConfig, build_config, field
 from .errors import UserError
-from .rundir import COMPLETE_MARKER, file_lock, is_complete, partial_path, read_host
+from .rundir import COMPLETE_MARKER, file_lock, is_complete, partial_path, read_host, read_timings
 from .seeds import parse_seeds
 
 
@@ -254,10 +254,10 @@ def run(cfg: RunConfig) -> Path:
     run_dir = Path(cfg.run or f"runs/{cfg.preset}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run: {run_dir} is a file, not a folder")
-    _stage_configs(cfg, run_dir)  # a bad option or preset is refused before the folder is made
+    configs = _stage_configs(cfg, run_dir)  # a bad option or preset is refused before the folder is made
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir):
-        return _run(cfg, run_dir) if seeds is None else _run_seeds(cfg, run_dir, seeds)
+        return _run(cfg, run_dir, configs) if seeds is None else _run_seeds(cfg, run_dir, seeds)
 
 
 def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int]) -> Path:
@@ -278,21 +278,17 @@ def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int]) -> Path:
         print(f"igpt run: seed {seed} ({i + 1} of {len(seeds)}) in {folder}", file=sys.stderr)
         folder.mkdir(exist_ok=True)
         with _exclusive(folder):
-            _run(dataclasses.replace(cfg, seed=seed, seeds="", run=str(folder)), folder)
+            sub = dataclasses.replace(cfg, seed=seed, seeds="", run=str(folder))
+            _run(sub, folder, _stage_configs(sub, folder))
         if not meta_path.is_file():  # written once the first seed's options have been checked
             meta_path.write_text(json.dumps(meta))
     if cfg.stop_after and cfg.stop_after != "eval":
         return run_dir
     out = write_aggregate([seed_folder(run_dir, s) for s in seeds], run_dir / "eval")
-    per_seed = ", ".join(f"seed {s} {_fmt_time(wall_time(_read_timings(seed_folder(run_dir, s))))}" for s in seeds)
+    per_seed = ", ".join(f"seed {s} {_fmt_time(wall_time(read_timings(seed_folder(run_dir, s))))}" for s in seeds)
     print(f"igpt run: {len(seeds)} seeds done in {_fmt_time(time.time() - t0)} (this invocation; stage times {per_seed}); "
           f"report: {out / 'report.html'}", file=sys.stderr)
     return run_dir
-
-
-def _read_timings(run_dir: Path) -> dict:
-    path = run_dir / "timings.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _exclusive(run_dir: Path):
@@ -313,18 +309,17 @@ def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
     return configs
 
 
-def _run(cfg: RunConfig, run_dir: Path) -> Path:
+def _run(cfg: RunConfig, run_dir: Path, configs: list[tuple[str, Any, Any]]) -> Path:
     meta_path = run_dir / "run.json"
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     if old is not None and "seeds" in old:
         raise UserError(f"{run_dir} holds a run over seeds {old['seeds']}: pass --seeds {','.join(map(str, old['seeds']))} (or use another --run folder)")
     if old is not None and (old.get("preset") != cfg.preset or old.get("seed") != cfg.seed):
         raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}; use another --run folder")
-    configs = _stage_configs(cfg, run_dir)
     if old is None:
         meta_path.write_text(json.dumps({"preset": cfg.preset, "seed": cfg.seed}))
     timings_path = run_dir / "timings.json"
-    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    timings: dict[str, float] = read_timings(run_dir)
     host = record_host(run_dir, cfg.device)
     total0 = time.time()
     eval_ran = False

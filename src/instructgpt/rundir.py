@@ -53,6 +53,31 @@ def read_host(run_dir: str | Path | None) -> list:
     return rows if isinstance(rows, list) else []
 
 
+def read_timings(run_dir: str | Path | None) -> dict:
+    """Wall seconds per stage that ``igpt run`` recorded in ``<run>/timings.json`` ({} if none)."""
+    path = Path(run_dir) / "timings.json" if run_dir is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def finite_json(obj):
+    """``obj`` made ready for JSON, which has no NaN: non-finite floats become null, the others are rounded to 6 places."""
+    import math
+
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def check_output(out: str | Path, overwrite: bool, resume: bool) -> None:
     """Refuse a complete output (unless ``overwrite``) and an interrupted one (unless ``resume`` or ``overwrite``)."""
     out = Path(out)

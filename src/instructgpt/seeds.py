@@ -239,12 +239,11 @@ def write_aggregate(runs: list[Path], out: Path, report: bool = True) -> Path:
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seed-runs: the runs share a seed ({', '.join(map(str, seeds))}); give one run per seed")
     agg = aggregate(per_seed, seeds, [str(r) for r in runs])
-    from .rundir import begin_output, finish_output
+    from .rundir import begin_output, finish_output, finite_json
 
     work = begin_output(out, overwrite=True, resume=False)
-    from .stages.evaluate import _clean
 
-    (work / "results.json").write_text(json.dumps(_clean(agg), indent=1, ensure_ascii=False), encoding="utf-8")
+    (work / "results.json").write_text(json.dumps(finite_json(agg), indent=1, ensure_ascii=False), encoding="utf-8")
     if report:
         from .report.html import write_report
 

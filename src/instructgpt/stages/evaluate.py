@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..evaluation import heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
 from ..report.text import format_table
 from ..models import check_model_ref
-from ..rundir import begin_output, finish_output, is_complete, own_output, read_host
+from ..rundir import begin_output, finish_output, finite_json, is_complete, own_output, read_host, read_timings
 
 RESULTS_SCHEMA_VERSION = 1
 MODEL_FOLDERS = {"pretrained": "pretrain", "sft": "sft", "ppo": "ppo", "ppo_ptx": "ppo-ptx"}
@@ -289,13 +289,13 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
             "toxicity_plain": sum(1 for r in records["toxicity"] if not r["meta"].get("respectful", False)),
         }
     results["reward_model"] = _reward_model_summary(run_dir)
-    results["timings_s"] = _timings(run_dir)
+    results["timings_s"] = read_timings(run_dir)
     results["timings_s"]["eval"] = round(time.time() - t_start, 1)
     results["config"] = _run_config(run_dir, cfg)
     results["host"] = read_host(run_dir)
     results["samples"] = _side_by_side(records, responses, [c.name for c in cands], world)
     results["training_curves"] = _curves(run_dir)
-    (work / "results.json").write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False), encoding="utf-8")
+    (work / "results.json").write_text(json.dumps(finite_json(results), indent=1, ensure_ascii=False), encoding="utf-8")
     if cfg.report:
         from ..report.html import write_report
 
@@ -328,19 +328,6 @@ def _reference(world: Any, judge: Any, labelers: list, recs: list[dict], sft: li
     rate, ci = win_rate(outcomes)
     return {"win_rate_vs_sft": rate, "win_rate_ci95": ci, "n_comparisons": len(outcomes), "likert_mean": mean(likerts),
             "gold_score_mean": mean([judge.score(r, t).score for r, t in zip(recs, refs)])}
-
-
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN: unmeasured values are null."""
-    import math
-
-    if isinstance(obj, float):
-        return None if not math.isfinite(obj) else round(obj, 6)
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _save_responses(work: Path, records: dict, responses: dict) -> None:
@@ -405,12 +392,6 @@ def _curves(run: Path | None) -> dict:
             keys = ("reward", "score", "kl", "gold_score", "ptx_loss")  # score: the reward model's, normalised
             curves[name] = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
     return curves
-
-
-def _timings(run: Path | None) -> dict:
-    if run is None or not (run / "timings.json").is_file():
-        return {}
-    return json.loads((run / "timings.json").read_text())
 
 
 def _run_config(run: Path | None, cfg: EvalConfig) -> dict:
