@@ -469,3 +469,39 @@ def test_every_input_format_gets_one_line(tmp_path, tiny_model_dir, tiny_world, 
         ComparisonStore(tmp_path / "comparisons" / "comparisons.sqlite").close()
     line = _refused(argv, capsys, tmp_path, message)
     assert str(f) in line or (command == "run" and "[p" in line)  # the file is named (a pipeline file: the table)
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs a folder nobody may write, even root: /sys")
+@pytest.mark.parametrize("command", ["sft", "rm", "pretrain", "label", "tokenizer", "world", "eval", "judge"])
+def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, tiny_model_dir, tiny_world, toy_corpus, capsys,
+                                                             command):
+    out = f"/sys/igpt-test-{command}"
+    model = str(tiny_model_dir)
+    data = tmp_path / "d.jsonl"
+    run = tmp_path / "run"
+    if command == "sft":
+        data.write_text(_OK_SFT)
+    elif command == "rm":
+        data.write_text('{"prompt": "x", "chosen": "a", "rejected": "b"}\n' * 4)
+    elif command == "judge":
+        from instructgpt.world import World
+
+        data.write_text(f'{{"id": "{World.load(tiny_world).prompts("eval")[0]["id"]}", "response": "An answer."}}\n')
+    elif command in ("label", "eval"):
+        run.mkdir()
+        shutil.copytree(tiny_world, run / "world")
+        shutil.copytree(tiny_model_dir, run / "sft")
+        (run / "sft" / "igpt_complete.json").write_text("{}")
+    argv = {
+        "sft": ["sft", "--model", model, "--data", str(data), "--out", out],
+        "rm": ["rm", "--model", model, "--data", str(data), "--out", out],
+        "pretrain": ["pretrain", "--corpus", str(toy_corpus), "--tokenizer", model, "--out", out, "--preset", "tiny"],
+        "label": ["label", "--run", str(run), "--out", out, "--models", "sft@1.0,sft@0.7"],
+        "tokenizer": ["tokenizer", "--corpus", str(toy_corpus), "--out", out],
+        "world": ["world", "--out", out, "--size", "tiny"],
+        "eval": ["eval", "--run", str(run), "--out", out],
+        "judge": ["judge", "--world", str(tiny_world), "--in", str(data), "--out", out + ".jsonl"],
+    }[command]
+    line = _refused(argv, capsys, tmp_path, "/sys/igpt-test-")
+    assert not any(p.name.startswith("igpt-test-") for p in Path("/sys").iterdir())
+    assert "Operation not permitted" in line or "Permission denied" in line or "cannot" in line, line
