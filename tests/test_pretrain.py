@@ -117,6 +117,27 @@ def test_resume_equals_uninterrupted(toy_corpus, tiny_tokenizer_dir, tmp_path):
     assert steps == sorted(set(steps))  # no duplicated rows after resume
 
 
+def test_gradient_accumulation_four_by_one_equals_one_by_four(toy_corpus, tiny_tokenizer_dir, tmp_path):
+    """One step over 4 sequences is the same step whether they come as one micro-batch or as four accumulated ones."""
+    import torch
+    from safetensors.torch import load_file
+
+    base = {**TINY, "corpus": str(toy_corpus), "tokenizer": str(tiny_tokenizer_dir), "max_steps": 3, "eval_every": 0,
+            "checkpoint_every": 0, "sample_every": 0, "cache_dir": str(tmp_path / "cache")}
+    one = pretrain(PretrainConfig(**{**base, "batch_size": 4, "grad_accum": 1, "out": str(tmp_path / "one")}))
+    four = pretrain(PretrainConfig(**{**base, "batch_size": 1, "grad_accum": 4, "out": str(tmp_path / "four")}))
+    a, b = load_file(str(one / "model.safetensors")), load_file(str(four / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+    def steps(folder, key):
+        return [r[key] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+    assert steps(one, "loss") == pytest.approx(steps(four, "loss"), rel=1e-5) and len(steps(one, "loss")) == 3
+    # the gradient before clipping (Adam and clipping would hide a wrongly scaled one in the weights)
+    assert steps(one, "grad_norm") == pytest.approx(steps(four, "grad_norm"), rel=1e-4)
+
+
 def _ddp_script(tmp_path: Path) -> Path:
     script = tmp_path / "ddp_run.py"
     script.write_text(

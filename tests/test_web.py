@@ -636,3 +636,34 @@ def test_servers_started_at_once_share_one_set_of_tokens(tmp_path):
     assert [o[0] for o in outs] == [[list(x) for x in on_disk]] * 4
     assert sorted(o[1] for o in outs) == [0, 0, 0, 3]  # owner, alice, bob: created once
     assert not path.with_name("tokens.json.lock").exists()
+
+
+def test_two_serve_started_at_once_print_links_that_work_on_both(tmp_path):
+    """The reproduction: two `igpt serve` on one run with no tokens yet, started together. One prints the new login
+    links, the other says where the tokens are; the links work on both servers."""
+    run, store = make_run(tmp_path, n_tasks=2)
+    store.close()
+    ports = [_free_port(), _free_port()]
+    go = tmp_path / "go"
+    code = ("import os, sys, time; sys.path.insert(0, sys.argv[1]); from instructgpt.web import serve\n"
+            "while not os.path.exists(sys.argv[3]): time.sleep(0.001)\n"
+            "serve(sys.argv[2], port=int(sys.argv[4]), labelers=['alice'])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, SRC, str(run), str(go), str(port)], stdout=subprocess.PIPE,
+                              text=True) for port in ports]
+    try:
+        time.sleep(1.0)
+        go.write_text("")
+        outs = ["".join(p.stdout.readline() for _ in range(3)) for p in procs]
+        fresh = [o for o in outs if "new access tokens" in o]
+        assert len(fresh) == 1, outs
+        link = dict(re.findall(r"^\s+(\w+)\s+\w+\s+(http://\S+)$", fresh[0] + procs[outs.index(fresh[0])].stdout.readline(),
+                               re.M))
+        token = (link.get("alice") or link["owner"]).split("token=")[1]
+        for port in ports:
+            base = f"http://127.0.0.1:{port}"
+            _wait_up(base)
+            assert httpx.get(base + "/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

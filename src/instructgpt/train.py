@@ -432,3 +432,118 @@ def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, unit
 def check_finite(name: str, value: float, where: str) -> None:
     if not math.isfinite(value):
         raise UserError(f"{name} became {value} at {where}; stopped, the last good checkpoint is kept (try a lower --lr)")
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+class Loop:
+    """The optimisation loop every trainer shares, so that each stage supplies only its data, its loss and its evaluation.
+
+    It owns: exact resume (the checkpoint in ``work``, with the trainer's own state beside the step, and metrics.jsonl
+    cut back to it), the learning-rate schedule, micro-batch accumulation (gradients synchronised once, on the last
+    micro-batch, under DDP), autocast, clipping and the optimiser step, the one NaN policy (a loss that is not finite
+    stops the stage with one line and keeps the last good checkpoint), metrics, the progress bar and checkpoints.
+
+    ``cfg`` is the stage's config: the loop reads ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``grad_clip``,
+    ``checkpoint_every``, ``stop_after``, ``resume``, ``progress``, ``tensorboard`` and ``wandb_project``. A trainer::
+
+        loop = Loop("sft", cfg, d, work, model, opt, total_steps, autocast)
+        data.load_state(loop.state.get("data"))              # the trainer's own state, saved with each checkpoint
+        while loop.running:
+            lr = loop.begin_step()
+            loop.accumulate(ddp_model, micro_batches, lambda b: loss_of(b) / len(micro_batches))
+            grad_norm = loop.optimizer_step()
+            loop.log_step({"loss": ..., "lr": lr, "grad_norm": grad_norm}, loss_name="SFT loss")
+            loop.checkpoint({"data": data.state()})
+        loop.close()
+        if loop.finished: ...save the model and finish the output folder...
+    """
+
+    def __init__(self, name: str, cfg: Any, d: Dist, work: Path, model: Any, opt: Any, total_steps: int, autocast: Any = None):
+        from .rundir import has_checkpoint
+
+        self.name, self.cfg, self.d, self.work, self.model, self.opt = name, cfg, d, Path(work), model, opt
+        self.total_steps, self.autocast = int(total_steps), autocast
+        self.step, self.state = 0, {}
+        if cfg.resume and has_checkpoint(self.work):
+            self.state = load_checkpoint(self.work, {"model": model}, {"model": opt})
+            self.step = int(self.state["step"])
+        if d.is_main:  # the logs hold what led to the checkpoint, and nothing from an attempt that did not reach one
+            for log_file in ("metrics.jsonl", "samples.jsonl"):
+                if self.step:
+                    truncate_metrics(self.work / log_file, self.step)
+                else:
+                    (self.work / log_file).unlink(missing_ok=True)
+        self.stop_at = min(self.total_steps, cfg.stop_after) if cfg.stop_after > 0 else self.total_steps
+        self.log = MetricsLogger(self.work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
+                                 config=_config_dict(cfg))
+        self.bar = progress(self.total_steps, name, enabled=d.is_main and cfg.progress, initial=self.step)
+
+    @property
+    def running(self) -> bool:
+        return self.step < self.stop_at
+
+    @property
+    def finished(self) -> bool:
+        """Every step done (not stopped early on purpose by ``--stop-after``)."""
+        return self.step >= self.total_steps
+
+    def begin_step(self) -> float:
+        """Set this step's learning rate (warmup, then cosine decay to ``min_lr_ratio`` of the peak) and return it."""
+        cfg = self.cfg
+        lr = lr_at(self.step, self.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+        set_lr(self.opt, lr)
+        return lr
+
+    def accumulate(self, ddp_model: Any, items: list, forward: Callable[[Any], Any]) -> None:
+        """``forward(item)`` returns the loss to back-propagate (already weighted for its share of the step), or None to
+        skip the item; gradients are synchronised across ranks only on the last item."""
+        import contextlib
+
+        import torch
+
+        d = self.d
+        for k, item in enumerate(items):
+            last = k == len(items) - 1
+            ctx = ddp_model.no_sync() if (d.enabled and not last) else contextlib.nullcontext()
+            with ctx, torch.autocast(d.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                loss = forward(item)
+                if loss is not None:
+                    loss.backward()
+
+    def optimizer_step(self) -> float:
+        """Clip (when ``grad_clip`` > 0), step, zero the gradients; returns the gradient norm before clipping."""
+        import torch
+
+        clip = self.cfg.grad_clip
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)) if clip > 0 else 0.0
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return grad_norm
+
+    def log_step(self, row: dict, loss_name: str, postfix: dict | None = None) -> None:
+        """The NaN policy on ``row["loss"]``, then the metrics row and the progress bar."""
+        check_finite(loss_name, row["loss"], f"step {self.step}")
+        self.log.log(self.step, **row)
+        self.bar.set_postfix(**(postfix or {"loss": f"{row['loss']:.3f}"}))
+        self.bar.update(1)
+
+    def checkpoint(self, state: dict | None = None, force: bool = False) -> None:
+        """Save the weights, optimiser, RNG states and ``state`` every ``checkpoint_every`` steps, at the stop and when
+        ``force``d; every rank waits for it."""
+        every = self.cfg.checkpoint_every
+        if force or (every and self.step % every == 0) or self.step == self.stop_at:
+            if self.d.is_main:
+                save_checkpoint(self.work, {"model": self.model}, {"model": self.opt}, {"step": self.step, **(state or {})})
+            barrier(self.d)
+
+    def close(self, log: bool = True) -> None:
+        self.bar.close()
+        if log:
+            self.log.close()
+
+
+def _config_dict(cfg: Any) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}

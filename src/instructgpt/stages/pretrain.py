@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
+from ..rundir import begin_output, check_output, finish_output, partial_path
 
 
 @dataclasses.dataclass
@@ -135,10 +135,7 @@ def run(cfg: PretrainConfig) -> Path:
     from ..data.corpus import PackedBatches, eval_batches, tokenize_corpus, unigram_entropy
     from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
     from ..tokenizer import load_tokenizer
-    from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite,
-        in_process_group, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
-    )
+    from ..train import Loop, all_reduce_mean, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
 
     validate(cfg)
     paths = _paths(cfg)
@@ -169,50 +166,36 @@ def run(cfg: PretrainConfig) -> Path:
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
         batches = PackedBatches(train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed, d.rank, d.world_size)
 
-        step = 0
-        logger_resume_step = None
-        if cfg.resume and has_checkpoint(work):
-            state = load_checkpoint(work, {"model": model}, {"model": opt})
-            step = state["step"]
-            batches.load_state(state["data"])
-            logger_resume_step = step
-        if d.is_main and logger_resume_step is not None:
-            truncate_metrics(work / "metrics.jsonl", logger_resume_step)
+        loop = Loop("pretrain", cfg, d, work, model, opt, cfg.max_steps, autocast)
+        if loop.state:
+            batches.load_state(loop.state["data"])
         ddp_model = wrap_ddp(model, d)
         fwd_model = torch.compile(ddp_model) if cfg.compile else ddp_model
-        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project, config=dataclasses.asdict(cfg))
         n_params = count_parameters(model)
-        if d.is_main and step == 0:
+        if d.is_main and loop.step == 0:
             ent = unigram_entropy(train_tokens, len(tok))
-            log.log(0, params=n_params, train_tokens=int(len(train_tokens)), val_tokens=int(len(val_tokens)), unigram_entropy=ent)
+            loop.log.log(0, params=n_params, train_tokens=int(len(train_tokens)), val_tokens=int(len(val_tokens)), unigram_entropy=ent)
 
         tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * d.world_size
-        bar = progress(cfg.max_steps, "pretrain", enabled=d.is_main and cfg.progress, initial=step)
-        last_stop = cfg.stop_after if cfg.stop_after > 0 else cfg.max_steps
         t0, tokens_seen, val_loss = time.time(), 0, None
-        while step < min(cfg.max_steps, last_stop):
-            lr = lr_at(step, cfg.max_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
-            set_lr(opt, lr)
-            loss_sum = 0.0
-            for micro in range(cfg.grad_accum):
+        while loop.running:
+            lr = loop.begin_step()
+            losses: list[float] = []
+
+            def micro(_: int) -> Any:
                 x, y = batches.next_batch()
-                x, y = x.to(d.device), y.to(d.device)
-                sync = micro == cfg.grad_accum - 1 or not d.enabled
-                ctx = ddp_model.no_sync() if (d.enabled and not sync) else _nullcontext()
-                with ctx, torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
-                    loss = lm_loss(fwd_model, x, y)
-                    (loss / cfg.grad_accum).backward()
-                loss_sum += float(loss.detach())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            train_loss = all_reduce_mean(loss_sum / cfg.grad_accum, d)
-            check_finite("training loss", train_loss, f"step {step}")
+                loss = lm_loss(fwd_model, x.to(d.device), y.to(d.device))
+                losses.append(float(loss.detach()))
+                return loss / cfg.grad_accum
+
+            loop.accumulate(ddp_model, list(range(cfg.grad_accum)), micro)
+            grad_norm = loop.optimizer_step()
+            step = loop.step
+            train_loss = all_reduce_mean(sum(losses) / cfg.grad_accum, d)
             tokens_seen += tokens_per_step
             elapsed = time.time() - t0
             row: dict[str, Any] = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
-            last = step == cfg.max_steps
+            last = loop.finished
             if cfg.eval_every and (step % cfg.eval_every == 0 or last):
                 val_loss = all_reduce_mean(evaluate_loss(model, eval_batches(val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches), d.device, autocast), d)
                 row.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 50)))
@@ -221,15 +204,11 @@ def run(cfg: PretrainConfig) -> Path:
                 samples = sample_continuations(model, tok, prompts, seed=cfg.seed + step)
                 with open(work / "samples.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": step, "samples": samples}) + "\n")
-            log.log(step, **row)
-            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}")
-            bar.update(1)
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop or last:
-                if d.is_main:
-                    save_checkpoint(work, {"model": model}, {"model": opt}, {"step": step, "data": batches.state()})
-                barrier(d)
-        bar.close()
-        log.close()
+            loop.log_step(row, "training loss", postfix={"loss": f"{train_loss:.3f}", "val": f"{val_loss:.3f}" if val_loss is not None else "-",
+                                                          "tok_s": f"{row['tokens_per_s']:.0f}"})
+            loop.checkpoint({"data": batches.state()}, force=last)
+        loop.close()
+        step = loop.step
         if step < cfg.max_steps:  # stopped early on purpose: leave the partial folder and its checkpoint
             return work
         if d.is_main:
@@ -242,14 +221,6 @@ def run(cfg: PretrainConfig) -> Path:
         return out
 
     return in_process_group(cfg.device, body, owns=out)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _sample_prompts(corpus: str, tok: Any, n: int = 3) -> list[str]:

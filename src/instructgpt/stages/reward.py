@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
+from ..rundir import begin_output, check_output, finish_output, partial_path
 
 PAPER = {"accuracy_train_labelers": 0.724, "accuracy_heldout_labelers": 0.696, "labeler_agreement": 0.726}
 
@@ -374,16 +374,11 @@ def demonstration_pairs(cfg: RewardConfig, world: Any, train: list[Any]) -> tupl
 
 # ---------------------------------------------------------------------------------------------- the stage
 def run(cfg: RewardConfig) -> Path:
-    import torch
-
     from ..data.preferences import shuffle_into_pairs
     from ..models import autocast_dtype, enable_residual_dropout, save_model
     from ..reward_model import STATS_FILE, collate, ranking_loss
     from ..tokenizer import load_tokenizer
-    from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite,
-        in_process_group, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
-    )
+    from ..train import Loop, all_reduce_mean, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
     from . import label as label_stage
 
     paths = _paths(cfg)
@@ -418,69 +413,55 @@ def run(cfg: RewardConfig) -> Path:
         steps_per_epoch = max(1, len(examples) // per_step if d.enabled else math.ceil(len(examples) / per_step))
         total_steps = steps_per_epoch * cfg.epochs
 
-        step = 0
-        if cfg.resume and has_checkpoint(work):
-            step = load_checkpoint(work, {"model": model}, {"model": opt})["step"]
-            if d.is_main:
-                truncate_metrics(work / "metrics.jsonl", step)
+        loop = Loop("rm", cfg, d, work, model, opt, total_steps, autocast)
         fwd = wrap_ddp(reward_forward(model), d)
-        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
-                            config=dataclasses.asdict(cfg))
+        log = loop.log
         n_pairs = sum(len(p) for _, p in examples)
         n_responses = sum(len(ids) for ids, _ in examples)
-        if d.is_main and step == 0:
+        if d.is_main and loop.step == 0:
             log.log(0, train_comparisons=len(examples), train_pairs=n_pairs, train_responses=n_responses,
                     eval_items=len(items), skipped=skips.total, truncated=encode.truncated, shuffle_pairs=cfg.shuffle_pairs)
             print(f"igpt rm: {len(examples)} training comparisons ({n_pairs} pairs, {n_responses} responses), "
                   f"{len(items)} held-out; skipped: {skips.summary()}")
 
-        bar = progress(total_steps, "rm", enabled=d.is_main and cfg.progress, initial=step)
-        last_stop = min(total_steps, cfg.stop_after) if cfg.stop_after > 0 else total_steps
         t0, seen, ev = time.time(), 0, {}
-        while step < last_stop:
-            epoch, pos = divmod(step, steps_per_epoch)
+        while loop.running:
+            epoch, pos = divmod(loop.step, steps_per_epoch)
             order = list(range(len(examples)))
             random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
             mine = order[pos * per_step : (pos + 1) * per_step][d.rank :: d.world_size]
-            lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
-            set_lr(opt, lr)
-            loss_sum, right_sum, pairs_sum = 0.0, 0.0, 0
-            micro_batches = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)] or [[]]
-            for mi, idx in enumerate(micro_batches):
+            lr = loop.begin_step()
+            sums = [0.0, 0.0, 0]  # loss x comparisons, right pairs, pairs
+
+            def micro(idx: list[int]) -> Any:
+                nonlocal seen
                 if not idx:
-                    continue
+                    return None
                 batch = collate([examples[i] for i in idx], tok.pad_token_id).to(d.device)
-                sync = mi == len(micro_batches) - 1 or not d.enabled
-                ctx = fwd.no_sync() if (d.enabled and not sync) else _nullcontext()
-                with ctx, torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
-                    rewards = fwd(batch.input_ids, batch.attention_mask)
-                    loss, st = ranking_loss(rewards.float(), batch.pairs, batch.pair_group, batch.n_groups)
-                    (loss * len(idx) / max(1, len(mine))).backward()
-                loss_sum += float(loss.detach()) * len(idx)
-                right_sum += st["acc"] * st["pairs"] if st["pairs"] else 0.0  # the step's accuracy is over its pairs, however split
-                pairs_sum += st["pairs"]
+                rewards = fwd(batch.input_ids, batch.attention_mask)
+                loss, st = ranking_loss(rewards.float(), batch.pairs, batch.pair_group, batch.n_groups)
+                sums[0] += float(loss.detach()) * len(idx)
+                sums[1] += st["acc"] * st["pairs"] if st["pairs"] else 0.0  # the step's accuracy is over its pairs, however split
+                sums[2] += st["pairs"]
                 seen += len(idx)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            train_loss = all_reduce_mean(loss_sum / max(1, len(mine)), d)
-            check_finite("reward-model loss", train_loss, f"step {step}")
-            acc = all_reduce_mean(right_sum, d) / max(all_reduce_mean(float(pairs_sum), d), 1e-9)
+                return loss * len(idx) / max(1, len(mine))
+
+            loop.accumulate(fwd, [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)] or [[]], micro)
+            grad_norm = loop.optimizer_step()
+            step = loop.step
+            train_loss = all_reduce_mean(sums[0] / max(1, len(mine)), d)
+            acc = all_reduce_mean(sums[1], d) / max(all_reduce_mean(float(sums[2]), d), 1e-9)
             row: dict[str, Any] = {"loss": train_loss, "acc": acc, "lr": lr,
                                    "grad_norm": grad_norm, "comparisons_per_s": seen * d.world_size / max(time.time() - t0, 1e-9)}
             if items and d.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
                 ev = evaluate(model, items, encode, tok.pad_token_id, d.device, autocast)
                 row.update({f"eval_{k}": v for k, v in ev.items() if v is not None})
-            log.log(step, **row)
-            bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{row['acc']:.2f}",
-                            eval=f"{ev.get('accuracy_all'):.2f}" if ev.get("accuracy_all") is not None else "-")
-            bar.update(1)
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop:
-                if d.is_main:
-                    save_checkpoint(work, {"model": model}, {"model": opt}, {"step": step})
-                barrier(d)
-        bar.close()
+            loop.log_step(row, "reward-model loss", postfix={
+                "loss": f"{train_loss:.3f}", "acc": f"{row['acc']:.2f}",
+                "eval": f"{ev.get('accuracy_all'):.2f}" if ev.get("accuracy_all") is not None else "-"})
+            loop.checkpoint()
+        loop.close(log=False)
+        step = loop.step
         if step < total_steps:  # stopped early on purpose: keep the partial folder and its checkpoint
             log.close()
             return work
@@ -551,11 +532,3 @@ def print_summary(out: Path, m: dict, stats: dict) -> None:
               f"{v['pairs']} pairs): PPO would optimise that family the wrong way; more comparisons of it may help")
     print(f"  reward bias {stats['reward_bias']:+.4f}, std {stats['reward_std']:.4f} on {stats['demonstrations']} demonstrations"
           f" ({stats['demonstrations_source']})")
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

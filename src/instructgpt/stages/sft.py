@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from ..config import StageConfig, field, save_config
 from ..data.chat import FORMATS
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
+from ..rundir import begin_output, check_output, finish_output, partial_path
 
 
 @dataclasses.dataclass
@@ -284,15 +284,10 @@ def mean_reward(model: Any, tok: Any, reward_model: Any, records: list[dict], ma
 
 # ---------------------------------------------------------------------------------------------- the stage
 def run(cfg: SFTConfig) -> Path:
-    import torch
-
     from ..data.corpus import PackedBatches, tokenize_corpus
     from ..models import autocast_dtype, count_parameters, enable_residual_dropout, load_causal_lm, resize_for_tokenizer, save_model
     from ..tokenizer import load_tokenizer
-    from ..train import (
-        MetricsLogger, barrier, build_optimizer, check_finite,  in_process_group,
-        load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics, wrap_ddp,
-    )
+    from ..train import Loop, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
 
     validate(cfg)
     paths = _paths(cfg)
@@ -359,22 +354,15 @@ def run(cfg: SFTConfig) -> Path:
             ptx_every = max(1, round(cfg.ptx_seq_len * d.world_size / want)) if ptx_rows == 1 else 1
             ptx = PackedBatches(ptx_tokens, cfg.ptx_seq_len, ptx_rows, cfg.seed, d.rank, d.world_size)
 
-        step, best, best_step, best_epoch, val_loss, best_val = 0, None, 0, 0, None, None
-        if cfg.resume and has_checkpoint(work):
-            state = load_checkpoint(work, {"model": model}, {"model": opt})
-            step, best, best_step, best_epoch = state["step"], state["best"], state["best_step"], state["best_epoch"]
-            val_loss, best_val = state.get("val_loss"), state.get("best_val")
-            if ptx is not None and state.get("ptx"):
-                ptx.load_state(state["ptx"])
-            if d.is_main:
-                truncate_metrics(work / "metrics.jsonl", step)
-                truncate_metrics(work / "samples.jsonl", step)
-        elif d.is_main:  # a fresh start: nothing from an earlier attempt in the logs
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                (work / name).unlink(missing_ok=True)
+        loop = Loop("sft", cfg, d, work, model, opt, total_steps, autocast)
+        state = loop.state
+        step = loop.step
+        best, best_step, best_epoch = state.get("best"), state.get("best_step", 0), state.get("best_epoch", 0)
+        val_loss, best_val = state.get("val_loss"), state.get("best_val")
+        if ptx is not None and state.get("ptx"):
+            ptx.load_state(state["ptx"])
         ddp_loss = wrap_ddp(loss_fn, d)
-        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
-                            config=dataclasses.asdict(cfg))
+        log = loop.log
         if step == 0:
             initial = validation_loss(loss_fn, data.val, tok.pad_token_id, cfg.batch_tokens, d, autocast)
             if d.is_main:
@@ -406,10 +394,9 @@ def run(cfg: SFTConfig) -> Path:
             model.train()
 
         # ---- training
-        bar = progress(total_steps, "sft", enabled=d.is_main and cfg.progress, initial=step)
-        stop_at = min(total_steps, cfg.stop_after) if cfg.stop_after > 0 else total_steps
         t0, tokens_seen = time.time(), 0
-        while step < stop_at:
+        while loop.running:
+            step = loop.step
             epoch = next(e for e in range(cfg.epochs) if step < epoch_end[e])
             first = step - (epoch_end[epoch - 1] if epoch else 0)
             micro = plans[epoch][first * per_step : (first + 1) * per_step]
@@ -420,52 +407,43 @@ def run(cfg: SFTConfig) -> Path:
             mine: list[list[int] | None] = list(micro[d.rank :: d.world_size])
             mine += [None] * (math.ceil(len(micro) / d.world_size) - len(mine))  # a rank short of batches adds a zero-weight one
             work_items: list[tuple[str, Any]] = ([("ptx", None)] if with_ptx else []) + [("sft", b) for b in mine]
-            lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
-            set_lr(opt, lr)
+            lr = loop.begin_step()
             sums = [0.0, 0.0, 0.0]  # sft loss sum, ptx loss sum, tokens processed
-            for k, (kind, b) in enumerate(work_items):
+
+            def forward(item: tuple[str, Any]) -> Any:
+                kind, b = item
                 weight = 1.0
                 if kind == "ptx":
-                    x, y = ptx.next_batch()
-                    ids, labels = x, y
+                    ids, labels = ptx.next_batch()
                 else:
                     ids, labels = collate([data.train[i] for i in (b if b is not None else micro[0])], tok.pad_token_id)
                     weight = 1.0 if b is not None else 0.0
                 ids, labels = ids.to(d.device), labels.to(d.device)
-                last = k == len(work_items) - 1
-                ctx = ddp_loss.no_sync() if (d.enabled and not last) else _nullcontext()
-                with ctx, torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
-                    s = ddp_loss(ids, labels)
-                    (s * (weight * d.world_size / denom)).backward()
+                s = ddp_loss(ids, labels)
                 sums[0 if kind == "sft" else 1] += float(s.detach()) * weight
                 sums[2] += ids.numel() * weight
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
+                return s * (weight * d.world_size / denom)
+
+            loop.accumulate(ddp_loss, work_items, forward)
+            grad_norm = loop.optimizer_step()
+            step = loop.step
             sft_sum, ptx_sum, processed = _all_sum(sums, d)
             train_loss = sft_sum / max(n_sft, 1)
-            check_finite("SFT loss", train_loss, f"step {step}")
             tokens_seen += processed
             row = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "epoch": round(epoch + (first + 1) / steps_in_epoch[epoch], 4),
                    "tokens_per_s": tokens_seen / max(time.time() - t0, 1e-9)}
             if with_ptx:
                 row["ptx_loss"] = ptx_sum / ptx_tokens_now
                 row["ptx_token_share"] = ptx_tokens_now / denom
-            log.log(step, **row)
-            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss is not None else "-", tok_s=f"{row['tokens_per_s']:.0f}")
-            bar.update(1)
+            loop.log_step(row, "SFT loss", postfix={"loss": f"{train_loss:.3f}", "val": f"{val_loss:.3f}" if val_loss is not None else "-",
+                                                    "tok_s": f"{row['tokens_per_s']:.0f}"})
             at_epoch_end = step in epoch_end
             if at_epoch_end or (cfg.eval_every and step % cfg.eval_every == 0):
                 evaluate(step, row["epoch"] if not at_epoch_end else float(epoch_end.index(step) + 1))
-            if at_epoch_end or step == stop_at or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                if d.is_main:
-                    save_checkpoint(work, {"model": model}, {"model": opt}, {
-                        "step": step, "best": best, "best_step": best_step, "best_epoch": best_epoch, "val_loss": val_loss, "best_val": best_val,
-                        "ptx": ptx.state() if ptx is not None else None})
-                barrier(d)
-        bar.close()
-        log.close()
+            loop.checkpoint({"best": best, "best_step": best_step, "best_epoch": best_epoch, "val_loss": val_loss, "best_val": best_val,
+                             "ptx": ptx.state() if ptx is not None else None}, force=at_epoch_end)
+        loop.close()
+        step = loop.step
         if step < total_steps:  # stopped early on purpose: leave the partial folder and its checkpoint
             return work
 
@@ -490,11 +468,3 @@ def run(cfg: SFTConfig) -> Path:
         return out
 
     return in_process_group(cfg.device, body, owns=out)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
