@@ -61,7 +61,9 @@ def build_parser(command: str, cls: type) -> argparse.ArgumentParser:
     if "preset" not in {f.name for f in dataclasses.fields(cls)}:
         p.add_argument("--preset", help=f"preset sizes: {', '.join(PRESET_NAMES)} (default: none)")
     types_ = field_types(cls)
-    for f in dataclasses.fields(cls):
+    # the stage's own options first, in the order it declares them; the shared ones (TrainConfig) after
+    own = {name: i for i, name in enumerate(cls.__dict__.get("__annotations__", {}))}
+    for f in sorted(dataclasses.fields(cls), key=lambda f: (f.name not in own, own.get(f.name, 0))):
         tp, _ = _base_type(types_[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_ = f.metadata.get("help", "")

@@ -74,6 +74,25 @@ def check_field(cls: type, key: str, value: Any, source: str) -> None:
         raise UserError(f"{where}: must be {want}, got {value!r}")
 
 
+@dataclasses.dataclass
+class TrainConfig(StageConfig):
+    """The fields every trainer has (pretraining, SFT, the reward model, PPO): what ``train.Loop`` and the process group
+    read. A trainer's config subclasses it and redeclares a field only to change its default or its help."""
+
+    grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
+    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)", ge=0.0)
+    checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)
+    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)", ge=0)
+    resume: bool = field(False, "continue an interrupted run from its last checkpoint")
+    overwrite: bool = field(False, "replace an existing output folder")
+    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16",
+                           choices=("auto", "fp32", "bf16", "fp16"))
+    device: str = field("auto", "auto, cpu, cuda or cuda:N")
+    tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
+    wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
+    progress: bool = field(True, "show a progress bar")
+
+
 PRESET_NAMES = ("tiny", "default", "gpu")
 
 

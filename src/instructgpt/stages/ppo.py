@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
-from ..config import StageConfig, field, save_config
+from ..config import TrainConfig, field, save_config
 from ..errors import UserError
 from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
 
@@ -44,7 +44,7 @@ RewardFn = Callable[[list[list[int]], list[list[int]]], Sequence[float]]
 
 
 @dataclasses.dataclass
-class PPOConfig(StageConfig):
+class PPOConfig(TrainConfig):
     """PPO-ptx (InstructGPT) from the SFT model against the reward model, writing <run>/ppo-ptx; with --ptx-coef 0 it is
     plain PPO, writing <run>/ppo."""
 
@@ -106,17 +106,10 @@ class PPOConfig(StageConfig):
     n_samples: int = field(4, "rows in each sample table", ge=0)
     checkpoint_every: int = field(5, "checkpoint every N steps (and at the end)", ge=0)
     stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --steps)", ge=0)
-    resume: bool = field(False, "continue an interrupted run from its last checkpoint")
-    overwrite: bool = field(False, "replace an existing output folder")
     rollout_batch_size: int = field(64, "sequences sampled together", ge=1)
     forward_batch_size: int = field(64, "sequences per no-grad scoring pass (reference, value, reward)", ge=1)
-    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
-    device: str = field("auto", "auto, cpu, cuda or cuda:N")
     seed: int = field(0, "random seed (prompt order, sampling, minibatches)", ge=0)
     cache_dir: str = field("", "where the tokenised pretraining corpus is cached (default: <run>/.cache)")
-    tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
-    wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
-    progress: bool = field(True, "show a progress bar")
 
 
 def validate(cfg: PPOConfig) -> None:

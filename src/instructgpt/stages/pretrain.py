@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, field, save_config
+from ..config import TrainConfig, field, save_config
 from ..errors import UserError
 from ..rundir import begin_output, check_output, finish_output, partial_path
 
 
 @dataclasses.dataclass
-class PretrainConfig(StageConfig):
+class PretrainConfig(TrainConfig):
     """Autoregressive pretraining with our own loop (AdamW, warmup + cosine, clipping, accumulation, DDP, exact resume)."""
 
     stage: ClassVar[str] = "pretrain"
@@ -48,7 +48,6 @@ class PretrainConfig(StageConfig):
     seq_len: int = field(256, "training sequence length (also the model's context)", ge=2)
     dropout: float = field(0.0, "residual dropout", ge=0.0, le=0.9)
     batch_size: int = field(16, "sequences per micro-batch per process", ge=1)
-    grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
     max_steps: int = field(450, "optimiser steps", ge=1)
     lr: float = field(2e-3, "peak learning rate", gt=0.0)
     min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)", ge=0.0, le=1.0)
@@ -56,23 +55,15 @@ class PretrainConfig(StageConfig):
     weight_decay: float = field(0.1, "AdamW weight decay on weight matrices", ge=0.0)
     beta1: float = field(0.9, "AdamW beta1", ge=0.0, lt=1.0)
     beta2: float = field(0.95, "AdamW beta2", ge=0.0, lt=1.0)
-    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)", ge=0.0)
     val_fraction: float = field(0.02, "share of documents held out for validation", ge=0.0, le=0.5)
     eval_every: int = field(100, "validation every N steps (and at the end)", ge=0)
     eval_batches: int = field(8, "validation batches per evaluation", ge=1)
     sample_every: int = field(150, "log sampled continuations every N steps (0 = only at the end)", ge=0)
     checkpoint_every: int = field(100, "checkpoint every N steps (and at the end)", ge=0)
     stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --max-steps)", ge=0)
-    resume: bool = field(False, "continue an interrupted run from its last checkpoint")
-    overwrite: bool = field(False, "replace an existing output folder")
     compile: bool = field(False, "torch.compile the model")
-    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
-    device: str = field("auto", "auto, cpu, cuda or cuda:N")
     seed: int = field(0, "random seed (model init, data order)", ge=0)
     cache_dir: str = field("", "where tokenised corpora are cached (default: <run>/.cache or beside the output)")
-    tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
-    wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
-    progress: bool = field(True, "show a progress bar")
 
 
 def _paths(cfg: PretrainConfig) -> dict[str, Any]:

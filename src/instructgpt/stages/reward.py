@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, field, save_config
+from ..config import TrainConfig, field, save_config
 from ..errors import UserError
 from ..rundir import begin_output, check_output, finish_output, partial_path
 
@@ -31,7 +31,7 @@ PAPER = {"accuracy_train_labelers": 0.724, "accuracy_heldout_labelers": 0.696, "
 
 
 @dataclasses.dataclass
-class RewardConfig(StageConfig):
+class RewardConfig(TrainConfig):
     """Train a reward model on K-way rankings (all pairs of a prompt in one batch element) or pairwise files."""
 
     stage: ClassVar[str] = "rm"
@@ -51,12 +51,10 @@ class RewardConfig(StageConfig):
     demonstrations: str = field("", "demonstrations JSONL for the reward bias (default: the world's; else the best-ranked responses)")
     epochs: int = field(1, "passes over the training comparisons (InstructGPT: 1)", ge=1)
     batch_size: int = field(16, "comparisons (prompts with all their pairs) per micro-batch per process", ge=1)
-    grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
     lr: float = field(6e-4, "peak learning rate", gt=0.0)
     min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay; InstructGPT: 0.1)", ge=0.0, le=1.0)
     warmup_steps: int = field(4, "linear warmup steps", ge=0)
     weight_decay: float = field(0.0, "AdamW weight decay on weight matrices", ge=0.0)
-    grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)", ge=0.0)
     dropout: float = field(0.0, "residual dropout while training", ge=0.0, le=0.9)
     max_len: int = field(0, "longest (prompt + response) in tokens; longer ones keep their end (0 = the model's context)", ge=0)
     shuffle_pairs: bool = field(False, "ablation: train on the pairs shuffled as independent examples (overfits, InstructGPT 3.5)")
@@ -66,15 +64,7 @@ class RewardConfig(StageConfig):
     max_comparisons: int = field(0, "train on at most this many comparisons (0 = all)", ge=0)
     eval_every: int = field(25, "held-out accuracy every N steps (0 = only at the end)", ge=0)
     checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)
-    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)", ge=0)
-    resume: bool = field(False, "continue an interrupted run from its last checkpoint")
-    overwrite: bool = field(False, "replace an existing output folder")
-    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
-    device: str = field("auto", "auto, cpu, cuda or cuda:N")
     seed: int = field(0, "random seed (head init, data order)", ge=0)
-    tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
-    wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
-    progress: bool = field(True, "show a progress bar")
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, field, save_config
+from ..config import TrainConfig, field, save_config
 from ..data.chat import FORMATS
 from ..errors import UserError
 from ..rundir import begin_output, check_output, finish_output, partial_path
 
 
 @dataclasses.dataclass
-class SFTConfig(StageConfig):
+class SFTConfig(TrainConfig):
     """Supervised fine-tuning on demonstrations (chat messages, prompt/response or Alpaca JSONL, or the built-in world)."""
 
     stage: ClassVar[str] = "sft"
@@ -50,7 +50,6 @@ class SFTConfig(StageConfig):
     out: str = field("", "output model folder (empty: <run>/sft)")
     epochs: int = field(3, "passes over the demonstrations", ge=1)
     batch_tokens: int = field(512, "padded tokens per micro-batch per process (examples of similar length are grouped)", ge=1)
-    grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
     lr: float = field(2e-3, "peak learning rate", gt=0.0)
     min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine decay)", ge=0.0, le=1.0)
     warmup_steps: int = field(10, "linear warmup steps", ge=0)
@@ -69,16 +68,8 @@ class SFTConfig(StageConfig):
     samples: int = field(3, "sampled answers to validation prompts logged to samples.jsonl after each epoch", ge=0)
     max_new_tokens: int = field(64, "longest sampled answer (samples and reward selection)", ge=1)
     checkpoint_every: int = field(50, "checkpoint every N steps (and after every epoch; 0 = epochs only)", ge=0)
-    stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)", ge=0)
-    resume: bool = field(False, "continue an interrupted run from its last checkpoint")
-    overwrite: bool = field(False, "replace an existing output folder")
-    precision: str = field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
-    device: str = field("auto", "auto, cpu, cuda or cuda:N")
     seed: int = field(0, "random seed (data order, dropout, sampling)", ge=0)
     cache_dir: str = field("", "where the tokenised pretraining corpus is cached (empty: <run>/.cache or beside the output)")
-    tensorboard: bool = field(True, "write TensorBoard logs (when tensorboard is installed)")
-    wandb_project: str = field("", "log to this Weights & Biases project (needs wandb)")
-    progress: bool = field(True, "show a progress bar")
 
 
 def _paths(cfg: SFTConfig) -> dict[str, Any]:
