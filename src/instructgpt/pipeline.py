@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from .config import StageConfig, build_config, field
 from .errors import UserError
-from .rundir import COMPLETE_MARKER, file_lock, is_complete, partial_path, read_host, read_timings
+from .rundir import COMPLETE_MARKER, STAGES, file_lock, is_complete, partial_path, read_host, read_timings
 from .seeds import parse_seeds
 
 
@@ -43,27 +43,15 @@ class RunConfig(StageConfig):
     stage_options: dict = field({}, "per-stage options: in a config file, one table per stage ([pretrain], [sft], ...)")
 
 
-# stage folder -> (module, config class)
-STAGES: list[tuple[str, str, str]] = [
-    ("world", "instructgpt.stages.world", "WorldConfig"),
-    ("tokenizer", "instructgpt.stages.tokenizer", "TokenizerConfig"),
-    ("pretrain", "instructgpt.stages.pretrain", "PretrainConfig"),
-    ("sft", "instructgpt.stages.sft", "SFTConfig"),
-    ("comparisons", "instructgpt.stages.label", "LabelConfig"),
-    ("rm", "instructgpt.stages.reward", "RewardConfig"),
-    ("ppo", "instructgpt.stages.ppo", "PPOConfig"),
-    ("ppo-ptx", "instructgpt.stages.ppo", "PPOConfig"),
-    ("eval", "instructgpt.stages.evaluate", "EvalConfig"),
-]
-OPTION_TABLES = {"comparisons": "label", "ppo-ptx": "ppo_ptx"}
 
 
 def stage_config(name: str, cls: type, cfg: RunConfig, run_dir: Path) -> Any:
     """The config of one stage in a pipeline: preset, then the file's table for it, then the pipeline's wiring."""
-    table = cfg.stage_options.get(OPTION_TABLES.get(name, name)) or cfg.stage_options.get(name) or {}
+    stage_table = next(s.table for s in STAGES if s.folder == name)
+    table = cfg.stage_options.get(stage_table) or cfg.stage_options.get(name) or {}
     if name == "ppo-ptx":  # PPO-ptx takes the [ppo] options too, then its own table
         table = {**(cfg.stage_options.get("ppo") or {}), **table}
-    sub = build_config(cls, preset=cfg.preset, file_values=table, file_source=f"config [{OPTION_TABLES.get(name, name)}]")
+    sub = build_config(cls, preset=cfg.preset, file_values=table, file_source=f"config [{stage_table}]")
     names = {f.name for f in dataclasses.fields(cls)}
     wiring: dict[str, Any] = {"run": str(run_dir), "seed": cfg.seed, "resume": True, "device": cfg.device}
     if name == "ppo":
@@ -240,9 +228,9 @@ def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings
 
 
 def run(cfg: RunConfig) -> Path:
-    if cfg.stop_after and cfg.stop_after not in [s[0] for s in STAGES]:
+    if cfg.stop_after and cfg.stop_after not in [s.folder for s in STAGES]:
         raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
-    tables = {OPTION_TABLES.get(name, name) for name, _, _ in STAGES} | {name for name, _, _ in STAGES}
+    tables = {s.table for s in STAGES} | {s.folder for s in STAGES}
     for key in cfg.stage_options:
         if key not in tables:
             import difflib
@@ -301,9 +289,9 @@ def _exclusive(run_dir: Path):
 def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
     """(name, module, config) of every stage to run: all resolved before any work, so that a bad option fails at once."""
     configs = []
-    for name, module, cls_name in STAGES:
-        mod = importlib.import_module(module)
-        configs.append((name, mod, stage_config(name, getattr(mod, cls_name), cfg, run_dir)))
+    for stage in STAGES:
+        name, mod = stage.folder, importlib.import_module(stage.module)
+        configs.append((name, mod, stage_config(name, getattr(mod, stage.config), cfg, run_dir)))
         if name == cfg.stop_after:
             break
     return configs

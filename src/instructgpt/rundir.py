@@ -11,12 +11,70 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import UserError
 
-STAGES = ("world", "tokenizer", "pretrain", "sft", "comparisons", "rm", "ppo", "ppo-ptx", "eval")
+
+# ---------------------------------------------------------------------------------------------- the run's layout
+@dataclass(frozen=True)
+class Stage:
+    """A stage of ``igpt run``: its folder in the run, the module and config class that run it, and the table of a
+    pipeline config file that holds its options."""
+
+    folder: str
+    module: str
+    config: str
+    table: str
+
+
+STAGES = (
+    Stage("world", "instructgpt.stages.world", "WorldConfig", "world"),
+    Stage("tokenizer", "instructgpt.stages.tokenizer", "TokenizerConfig", "tokenizer"),
+    Stage("pretrain", "instructgpt.stages.pretrain", "PretrainConfig", "pretrain"),
+    Stage("sft", "instructgpt.stages.sft", "SFTConfig", "sft"),
+    Stage("comparisons", "instructgpt.stages.label", "LabelConfig", "label"),
+    Stage("rm", "instructgpt.stages.reward", "RewardConfig", "rm"),
+    Stage("ppo", "instructgpt.stages.ppo", "PPOConfig", "ppo"),
+    Stage("ppo-ptx", "instructgpt.stages.ppo", "PPOConfig", "ppo_ptx"),
+    Stage("eval", "instructgpt.stages.evaluate", "EvalConfig", "eval"),
+)
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """A model of a run: ``key`` names it in results.json, tables and figures; ``folder`` under the run; ``role``:
+    pretrained, sft or rl; ``label`` and ``color`` in the report."""
+
+    key: str
+    folder: str
+    role: str
+    label: str
+    color: str
+
+
+RUN_MODELS = (
+    RunModel("pretrained", "pretrain", "pretrained", "GPT (pretrained)", "#9aa5b1"),
+    RunModel("sft", "sft", "sft", "SFT", "#4c9f70"),
+    RunModel("ppo", "ppo", "rl", "PPO", "#e08a2e"),
+    RunModel("ppo_ptx", "ppo-ptx", "rl", "PPO-ptx", "#c8102e"),
+)
+# the pretrained model again, given a few-shot prefix (the paper's "GPT prompted"): evaluated, not a folder of its own
+PROMPTED = RunModel("pretrained_prompted", "pretrain", "pretrained", "GPT prompted", "#6c7a89")
+
+
+def table_models() -> list[RunModel]:
+    """Every model results.json may hold for a run, in the order of the report's tables (the prompted baseline beside
+    the pretrained model)."""
+    return [x for m in RUN_MODELS for x in ((m, PROMPTED) if m.role == "pretrained" else (m,))]
+
+
+def finished_models(run_dir: str | Path, newest_first: bool = False) -> list[tuple[RunModel, Path]]:
+    """The run's models whose folders are complete, in the recipe's order (or the newest stage first)."""
+    found = [(m, Path(run_dir) / m.folder) for m in RUN_MODELS if is_complete(Path(run_dir) / m.folder)]
+    return found[::-1] if newest_first else found
 COMPLETE_MARKER = "igpt_complete.json"
 
 

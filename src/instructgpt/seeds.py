@@ -19,10 +19,11 @@ from typing import Any, Callable, Sequence
 
 from .errors import UserError
 from .evaluation import wilson_interval
+from .rundir import RUN_MODELS
 
 SCHEMA_VERSION = 1
 Z95 = 1.959964
-RL_MODELS = {"ppo": "PPO", "ppo_ptx": "PPO-ptx"}
+RL_MODELS = {m.key: m.label for m in RUN_MODELS if m.role == "rl"}
 
 
 def parse_seeds(spec: str) -> list[int]:

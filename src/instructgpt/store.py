@@ -19,7 +19,6 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from instructgpt.errors import UserError
+from instructgpt.evaluation import wilson_interval
 
 SCHEMA_VERSION = 1
 
@@ -174,16 +174,6 @@ def ordered_pairs(tiers: list[list[int]]) -> Iterator[tuple[int, int]]:
 
 def _rank_positions(tiers: list[list[int]]) -> dict[int, int]:
     return {i: t for t, tier in enumerate(tiers) for i in tier}
-
-
-def wilson_interval(score: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``score`` observed on ``n`` trials (95% by default)."""
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (score + z * z / (2 * n)) / denom
-    half = z * math.sqrt(score * (1 - score) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 class ComparisonStore:
@@ -1056,7 +1046,7 @@ class ComparisonStore:
         out = []
         for s in stats.values():
             score = (s["wins"] + 0.5 * s["ties"]) / s["games"]
-            lo, hi = wilson_interval(score, s["games"])
+            lo, hi = wilson_interval(s["wins"] + 0.5 * s["ties"], s["games"])
             out.append({**s, "score": score, "ci_low": lo, "ci_high": hi})
         out.sort(key=lambda s: (-s["score"], -s["games"], s["model"]))
         return out

@@ -11,11 +11,12 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ..rundir import table_models
 from .text import gain_summary
 
-ORDER = ["pretrained", "pretrained_prompted", "sft", "ppo", "ppo_ptx"]
-LABELS = {"pretrained": "GPT (pretrained)", "pretrained_prompted": "GPT prompted", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx"}
-COLORS = {"pretrained": "#9aa5b1", "pretrained_prompted": "#6c7a89", "sft": "#4c9f70", "ppo": "#e08a2e", "ppo_ptx": "#c8102e"}
+ORDER = [m.key for m in table_models()]
+LABELS = {m.key: m.label for m in table_models()}
+COLORS = {m.key: m.color for m in table_models()}
 
 
 def _png(fig: Any) -> str:

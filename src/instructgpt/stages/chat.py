@@ -41,12 +41,13 @@ def _model_path(cfg: ChatConfig) -> str:
     if cfg.run:
         from pathlib import Path
 
-        from ..rundir import is_complete
+        from ..rundir import RUN_MODELS, finished_models
 
-        for name in ("ppo-ptx", "ppo", "sft", "pretrain"):
-            if is_complete(Path(cfg.run) / name):
-                return str(Path(cfg.run) / name)
-        raise UserError(f"--run: {cfg.run} holds no finished model (ppo-ptx, ppo, sft or pretrain)")
+        newest = finished_models(Path(cfg.run), newest_first=True)
+        if newest:
+            return str(newest[0][1])
+        names = ", ".join(m.folder for m in reversed(RUN_MODELS))
+        raise UserError(f"--run: {cfg.run} holds no finished model ({names})")
     raise UserError("--model: give a model folder or hub id (or --run)")
 
 

@@ -24,10 +24,11 @@ from ..errors import UserError
 from ..evaluation import heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
 from ..report.text import format_table
 from ..models import check_model_ref
-from ..rundir import begin_output, finish_output, finite_json, is_complete, own_output, read_host, read_timings
+from ..rundir import (
+    PROMPTED, RUN_MODELS, begin_output, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
+)
 
 RESULTS_SCHEMA_VERSION = 1
-MODEL_FOLDERS = {"pretrained": "pretrain", "sft": "sft", "ppo": "ppo", "ppo_ptx": "ppo-ptx"}
 METRICS = ("win_rate_vs_sft", "win_rate_ci95", "likert_mean", "gold_score_mean", "rm_score_mean", "fails_instruction_rate",
            "hallucination_rate", "harmful_compliance_rate", "toxicity_rate_respectful", "toxicity_rate_plain",
            "continues_with_question_rate", "repetition_rate", "truthful_rate", "pretrain_val_loss", "probe_accuracy", "gold_gain_vs_sft",
@@ -80,14 +81,12 @@ class Candidate:
 def _candidates(cfg: EvalConfig, run: Path | None) -> list[Candidate]:
     cands: list[Candidate] = []
     if run is not None:
-        for name, folder in MODEL_FOLDERS.items():
-            p = run / folder
-            if is_complete(p):
-                if name == "pretrained":
-                    cands.append(Candidate("pretrained", str(p), "plain"))
-                    cands.append(Candidate("pretrained_prompted", str(p), "few_shot"))
-                else:
-                    cands.append(Candidate(name, str(p), "chat"))
+        for m, p in finished_models(run):
+            if m.role == "pretrained":
+                cands.append(Candidate(m.key, str(p), "plain"))
+                cands.append(Candidate(PROMPTED.key, str(p), "few_shot"))
+            else:
+                cands.append(Candidate(m.key, str(p), "chat"))
     for spec in cfg.models:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
@@ -386,11 +385,11 @@ def _curves(run: Path | None) -> dict:
     curves: dict[str, Any] = {}
     if run is None:
         return curves
-    for name, folder in (("ppo", "ppo"), ("ppo_ptx", "ppo-ptx")):
-        rows = _read_jsonl(run / folder / "metrics.jsonl")
+    for m in RUN_MODELS:
+        rows = _read_jsonl(run / m.folder / "metrics.jsonl") if m.role == "rl" else []
         if rows:
             keys = ("reward", "score", "kl", "gold_score", "ptx_loss")  # score: the reward model's, normalised
-            curves[name] = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
+            curves[m.key] = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
     return curves
 
 

@@ -9,7 +9,6 @@ from typing import Iterator, Protocol, runtime_checkable
 from instructgpt.errors import UserError
 
 # model folders looked for under the run directory, in this order
-RUN_MODELS = ("sft", "ppo-ptx", "ppo", "pretrain")
 
 
 @runtime_checkable
@@ -23,6 +22,14 @@ def _is_model_dir(p: Path) -> bool:
     return p.is_dir() and (p / "config.json").is_file()
 
 
+def _arena_order() -> list[str]:
+    """The run's model folders as the arena offers them: SFT, then the RL models (newest first), then the pretrained."""
+    from instructgpt.rundir import RUN_MODELS
+
+    by = {role: [m.folder for m in RUN_MODELS if m.role == role] for role in ("sft", "rl", "pretrained")}
+    return by["sft"] + by["rl"][::-1] + by["pretrained"]
+
+
 def resolve_models(run_dir: str | Path, models: list[str] | None) -> dict[str, Path]:
     """Arena models: ``{name: folder}``.
 
@@ -32,7 +39,7 @@ def resolve_models(run_dir: str | Path, models: list[str] | None) -> dict[str, P
     run_dir = Path(run_dir)
     out: dict[str, Path] = {}
     if not models:
-        for name in RUN_MODELS:
+        for name in _arena_order():
             if _is_model_dir(run_dir / name):
                 out[name] = run_dir / name
         return out
