@@ -292,7 +292,7 @@ def main() -> None:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    from instructgpt.stages.ppo import encode_records
+    from instructgpt.episodes import encode_records
     from instructgpt.tokenizer import load_tokenizer, stop_token_ids
     from instructgpt.world import World
 

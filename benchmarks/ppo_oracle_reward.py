@@ -32,7 +32,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from instructgpt.config import build_config
-    from instructgpt.stages.ppo import PPOConfig, encode_records, load_prompt_records, run
+    from instructgpt.episodes import encode_records
+    from instructgpt.stages.ppo import PPOConfig, load_prompt_records, run
     from instructgpt.tokenizer import load_tokenizer, stop_token_ids
     from instructgpt.world import World
 

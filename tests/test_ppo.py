@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from instructgpt import episodes, policy
 from instructgpt.config import build_config
 from instructgpt.errors import UserError
 from instructgpt.stages import ppo
@@ -75,8 +76,8 @@ def _lm(path):
 
 # ---------------------------------------------------------------------------------------------- layout and masking
 def test_truncate_after_first_stop_token():
-    assert ppo.truncate_after_stop([5, 6, 2, 7, 2], {2}) == ([5, 6, 2], True)
-    assert ppo.truncate_after_stop([5, 6, 7], {2}) == ([5, 6, 7], False)
+    assert episodes.truncate_after_stop([5, 6, 2, 7, 2], {2}) == ([5, 6, 2], True)
+    assert episodes.truncate_after_stop([5, 6, 7], {2}) == ([5, 6, 7], False)
 
 
 def test_episode_layout_masks_padding_and_matches_a_left_padded_forward(tiny_model_dir):
@@ -85,12 +86,12 @@ def test_episode_layout_masks_padding_and_matches_a_left_padded_forward(tiny_mod
     model = _lm(tiny_model_dir)
     prompts = [[10, 11, 12, 13], [20, 21]]
     responses = [[30, 31], [40, 41, 42, 43]]
-    ep = ppo.build_episodes(prompts, responses, [True, False], pad_id=1, device="cpu")
+    ep = episodes.build_episodes(prompts, responses, [True, False], pad_id=1, device="cpu")
     assert ep.input_ids.tolist() == [[10, 11, 12, 13, 30, 31], [20, 21, 40, 41, 42, 43]]
     assert ep.mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     assert ep.gather_pos[0, :2].tolist() == [3, 4] and ep.gather_pos[1].tolist() == [1, 2, 3, 4]
     with torch.no_grad():
-        lp = ppo.sequence_logprobs(model, ep, temperature=0.7)
+        lp = policy.sequence_logprobs(model, ep, temperature=0.7)
         # reference: the same sequences left-padded with an attention mask and mask-derived positions
         ids, mask = left_pad([p + r for p, r in zip(prompts, responses)], pad_id=1)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits / 0.7
@@ -112,9 +113,9 @@ def test_sampler_logprobs_are_the_training_logprobs(tiny_model_dir):
     model = _lm(tiny_model_dir)
     prompts = [[10, 11, 12, 13, 14], [20, 21], [30, 31, 32]]
     r = TorchSampler(model, pad_token_id=1).generate(prompts, SamplingParams(max_new_tokens=6, temperature=0.9, seed=3, stop_token_ids=[0]))
-    ep = ppo.build_episodes(prompts, r.response_ids, r.finished, 1, "cpu")
+    ep = episodes.build_episodes(prompts, r.response_ids, r.finished, 1, "cpu")
     with torch.no_grad():
-        lp = ppo.sequence_logprobs(model, ep, 0.9)
+        lp = policy.sequence_logprobs(model, ep, 0.9)
     for i, old in enumerate(r.logprobs):
         assert torch.allclose(lp[i, : len(old)], torch.tensor(old), atol=1e-4)
 
@@ -123,8 +124,8 @@ def test_reward_scorer_reads_the_last_real_token_with_bias_and_scale(tiny_rm_dir
     from transformers import AutoModelForSequenceClassification
 
     rm = AutoModelForSequenceClassification.from_pretrained(str(tiny_rm_dir)).eval()
-    scorer = ppo.RewardScorer(rm)
-    ep = ppo.build_episodes([[10, 11, 12], [20]], [[30], [40, 41, 42, 43]], [True, True], 1, "cpu")
+    scorer = policy.RewardScorer(rm)
+    ep = episodes.build_episodes([[10, 11, 12], [20]], [[30], [40, 41, 42, 43]], [True, True], 1, "cpu")
     with torch.no_grad():
         got = scorer(ep.input_ids, ep.seq_len)
         for i, seq in enumerate([[10, 11, 12, 30], [20, 40, 41, 42, 43]]):
@@ -138,28 +139,28 @@ def test_value_model_from_reward_model_starts_at_the_normalised_reward(tiny_rm_d
     from instructgpt.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
-    value = ppo.build_value_module(str(tiny_rm_dir), "cpu", tok)
+    value = policy.build_value_module(str(tiny_rm_dir), "cpu", tok)
     rm = AutoModelForSequenceClassification.from_pretrained(str(tiny_rm_dir)).eval()
-    ep = ppo.build_episodes([[10, 11, 12]], [[30, 31]], [True], 1, "cpu")
+    ep = episodes.build_episodes([[10, 11, 12]], [[30, 31]], [True], 1, "cpu")
     with torch.no_grad():
         v = value(ep.input_ids, ep.gather_pos)
-        s = ppo.RewardScorer(rm)(ep.input_ids[:, :4], torch.tensor([4]))  # the prefix ending where V's last position reads
+        s = policy.RewardScorer(rm)(ep.input_ids[:, :4], torch.tensor([4]))  # the prefix ending where V's last position reads
     assert abs(float(v[0, 1]) - float(s[0])) < 1e-4
-    zero = ppo.build_value_module(str(tiny_model_dir), "cpu", tok)  # from a causal LM: zero head
+    zero = policy.build_value_module(str(tiny_model_dir), "cpu", tok)  # from a causal LM: zero head
     with torch.no_grad():
         assert torch.allclose(zero(ep.input_ids, ep.gather_pos), torch.zeros(1, 2))
 
 
 def test_prompt_stream_is_exact_and_rank_disjoint():
-    a = ppo.PromptStream(10, 3, seed=1)
+    a = episodes.PromptStream(10, 3, seed=1)
     seen = a.next() + a.next()
-    b = ppo.PromptStream(10, 3, seed=1)
+    b = episodes.PromptStream(10, 3, seed=1)
     b.load_state({"epoch": 0, "pos": 3})
     assert b.next() == seen[3:]
-    r0, r1 = ppo.PromptStream(10, 2, 0, 0, 2), ppo.PromptStream(10, 2, 0, 1, 2)
+    r0, r1 = episodes.PromptStream(10, 2, 0, 0, 2), episodes.PromptStream(10, 2, 0, 1, 2)
     x, y = r0.next(), r1.next()
     assert not set(x) & set(y) and len(x) == len(y) == 2
-    c = ppo.PromptStream(4, 3, seed=0)
+    c = episodes.PromptStream(4, 3, seed=0)
     got = c.next() + c.next()  # crosses into the second epoch
     assert sorted(got[:4]) == [0, 1, 2, 3]
 

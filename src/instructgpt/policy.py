@@ -1,0 +1,159 @@
+"""The modules PPO trains and scores with: the policy (a causal LM, optionally with a value head on its trunk), the value
+model (a sequence classifier read at every position), the frozen reward scorer, and the one log-prob computation they
+share (``token_logprobs``; DPO's log-probs are the same numbers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import UserError
+from .models import load_pretrained
+
+
+def _trunk(model: Any) -> Any:
+    return model.base_model
+
+
+def _head(model: Any) -> Any:
+    """The scalar head of a sequence-classification model (``score`` for Llama/GPT-2/Qwen, ``classifier`` for others)."""
+    for name in ("score", "classifier"):
+        if getattr(model, name, None) is not None:
+            return getattr(model, name)
+    raise UserError(f"{type(model).__name__} has no 'score' or 'classifier' head")
+
+
+def _positions(input_ids: Any) -> Any:
+    import torch
+
+    return torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand_as(input_ids)
+
+
+def _hidden(model: Any, input_ids: Any) -> Any:
+    return _trunk(model)(input_ids=input_ids, position_ids=_positions(input_ids), use_cache=False).last_hidden_state
+
+
+def _gather(hidden: Any, pos: Any) -> Any:
+    return hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
+def _policy_module_class():
+    import torch
+    import torch.nn.functional as F
+
+    class PolicyModule(torch.nn.Module):
+        """The policy causal LM, optionally with a value head on its trunk; one forward gives what PPO needs."""
+
+        def __init__(self, lm: Any, value_head: Any = None):
+            super().__init__()
+            self.lm = lm
+            self.value_head = value_head
+
+        def forward(self, input_ids, gather_pos=None, targets=None, temperature: float = 1.0, ptx_targets=None):
+            if ptx_targets is not None:  # pretraining LM loss (PPO-ptx)
+                logits = self.lm(input_ids=input_ids, use_cache=False).logits
+                return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ptx_targets.reshape(-1))
+            logprobs, logp_all, h = token_logprobs(self.lm, input_ids, gather_pos, targets, temperature)
+            with torch.no_grad():
+                entropy = -(logp_all.exp() * logp_all).sum(-1)
+            values = self.value_head(h).squeeze(-1).float() if self.value_head is not None else None
+            return logprobs, entropy, values
+
+    return PolicyModule
+
+
+def _value_module_class():
+    import torch
+
+    class ValueModule(torch.nn.Module):
+        """A sequence-classification model read at every position: V(s_t) = head(h_t) + bias."""
+
+        def __init__(self, model: Any, bias: float = 0.0):
+            super().__init__()
+            self.model = model
+            self.bias = torch.nn.Parameter(torch.tensor(float(bias)))
+
+        def forward(self, input_ids, gather_pos):
+            h = _gather(_hidden(self.model, input_ids), gather_pos)
+            return _head(self.model)(h).squeeze(-1).float() + self.bias
+
+    return ValueModule
+
+
+class RewardScorer:
+    """The frozen reward model: raw head output at the last real token, plus ``reward_bias``, divided by ``reward_std``."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
+        std = float(getattr(model.config, "reward_std", 1.0) or 1.0)
+        self.std = std if std > 0 else 1.0
+
+    def __call__(self, input_ids: Any, seq_len: Any) -> Any:
+        import torch
+
+        h = _hidden(self.model, input_ids)
+        last = h[torch.arange(h.shape[0], device=h.device), seq_len - 1]
+        return (_head(self.model)(last).squeeze(-1).float() + self.bias) / self.std
+
+
+def load_sequence_classifier(path: str, device: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification
+
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a causal-LM folder loads with a fresh head: expected, not worth a warning
+    try:
+        model = load_pretrained(AutoModelForSequenceClassification, path, "a reward/value model", num_labels=1)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model.to(device)
+
+
+def _no_dropout(model: Any) -> Any:
+    """Dropout off (RECIPE: in policy, reference, value and reward models alike); eval mode stays on during training."""
+    for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if hasattr(model.config, name) and isinstance(getattr(model.config, name), float):
+            setattr(model.config, name, 0.0)
+    model.eval()
+    return model
+
+
+def build_value_module(path: str, device: Any, tok: Any) -> Any:
+    """Value model from a reward model (its head scaled to normalised-reward units) or from any causal LM (zero head)."""
+    import torch
+
+    model = load_sequence_classifier(path, device)
+    is_rm = any(a.endswith("ForSequenceClassification") for a in (getattr(model.config, "architectures", None) or []))
+    bias = 0.0
+    with torch.no_grad():
+        if is_rm:
+            std = float(getattr(model.config, "reward_std", 1.0) or 1.0)
+            std = std if std > 0 else 1.0
+            _head(model).weight.div_(std)
+            if getattr(_head(model), "bias", None) is not None:
+                _head(model).bias.div_(std)
+            bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0) / std
+        else:
+            _head(model).weight.zero_()
+    if model.get_input_embeddings().weight.shape[0] < len(tok):
+        raise UserError(f"{path}: its vocabulary ({model.get_input_embeddings().weight.shape[0]}) is smaller than the policy's tokenizer ({len(tok)})")
+    _no_dropout(model)
+    return _value_module_class()(model, bias).to(device)
+
+
+def token_logprobs(lm: Any, input_ids: Any, gather_pos: Any, targets: Any, temperature: float = 1.0) -> tuple[Any, Any, Any]:
+    """The one log-prob computation of the RL code: log-probs of ``targets`` under a causal LM, each predicted from the
+    position in ``gather_pos``, at ``temperature``; with the whole log-softmax (for the entropy) and the hidden states
+    there (for a value head). Gradients flow when the caller allows them (the PPO update), not otherwise (scoring)."""
+    import torch
+
+    h = _gather(_hidden(lm, input_ids), gather_pos)
+    logits = lm.get_output_embeddings()(h).float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    return logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1), logp_all, h
+
+
+def sequence_logprobs(model: Any, ep: Any, temperature: float) -> Any:
+    """Log-probs of an episode batch's response tokens under a causal LM, at the rollout temperature."""
+    return token_logprobs(model, ep.input_ids, ep.gather_pos, ep.response, temperature)[0]
