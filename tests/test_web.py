@@ -537,7 +537,8 @@ def test_serve_entry_point_prints_login_links_once(tmp_path):
 def test_web_rankings_honour_leases(tmp_path, monkeypatch):
     """A labeler ranks only the task the server gave them: never offered, another's, skipped, or lost after an
     expired lease is 409 with nothing written; an expired lease on a task nobody else took is still honoured."""
-    import instructgpt.store as store_mod
+    import instructgpt.store.queue as store_mod  # where the leases read the clock
+    from instructgpt.store import DEFAULT_LEASE_SECONDS
 
     run, store = make_run(tmp_path, n_tasks=3, k=2, want_labels=1)
     names = ["alice", "bob", "carol", "dave"]
@@ -565,13 +566,13 @@ def test_web_rankings_honour_leases(tmp_path, monkeypatch):
     assert client.post(f"/api/task/{a}/skip", headers=h("alice"), json={}).status_code == 200
     assert rank("alice", a, "sub-alice-skipped").status_code == 409
     # bob's lease expires and nobody takes the task: bob's ranking is still taken
-    late = t0 + store_mod.DEFAULT_LEASE_SECONDS + 1
+    late = t0 + DEFAULT_LEASE_SECONDS + 1
     monkeypatch.setattr(store_mod, "_clock", lambda: late)
     assert rank("bob", b, "sub-bob-late-01").status_code == 200
     # carol's lease expires and dave is given the task (it wants one label): carol's ranking is refused, dave's kept
     monkeypatch.setattr(store_mod, "_clock", lambda: late)
     c = client.get("/api/task/next", headers=h("carol")).json()["task"]["task_id"]
-    monkeypatch.setattr(store_mod, "_clock", lambda: late + store_mod.DEFAULT_LEASE_SECONDS + 1)
+    monkeypatch.setattr(store_mod, "_clock", lambda: late + DEFAULT_LEASE_SECONDS + 1)
     assert client.get("/api/task/next", headers=h("dave")).json()["task"]["task_id"] == c
     r = rank("carol", c, "sub-carol-late-1")
     assert r.status_code == 409 and "given to another labeler" in r.json()["error"]
