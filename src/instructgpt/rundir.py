@@ -251,16 +251,24 @@ def finish_output(work: str | Path, out: str | Path, info: dict | None = None) -
     work, out = Path(work), Path(out)
     marker = {"completed_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})}
     (work / COMPLETE_MARKER).write_text(json.dumps(marker, indent=1))
-    if out.exists():
-        old = out.with_name(out.name + ".old")
+    return swap_in(work, out)
+
+
+def swap_in(new: str | Path, final: str | Path) -> Path:
+    """Put the folder ``new`` at ``final``, replacing what is there with two renames (the old one parked as
+    ``<final>.old`` between them, then deleted), so a reader finds the old folder or the new one, never half of either;
+    a process killed between the renames leaves ``<final>.old``, which ``has_checkpoint`` puts back for checkpoints."""
+    new, final = Path(new), Path(final)
+    if final.exists():
+        old = final.with_name(final.name + ".old")
         if old.exists():
             shutil.rmtree(old)
-        os.replace(out, old)
-        os.replace(work, out)
+        os.replace(final, old)
+        os.replace(new, final)
         shutil.rmtree(old)
     else:
-        os.replace(work, out)
-    return out
+        os.replace(new, final)
+    return final
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

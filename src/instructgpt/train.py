@@ -270,17 +270,9 @@ def save_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict
     save_file(rng_t, str(tmp / "rng.safetensors"))
     meta["rng"] = rng_meta
     (tmp / "state.json").write_text(json.dumps(meta))
-    final = folder / "checkpoint"
-    if final.exists():
-        old = folder / "checkpoint.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    return final
+    from .rundir import swap_in
+
+    return swap_in(tmp, folder / "checkpoint")
 
 
 def _save_shared_safe(save_file: Any, sd: dict, path: Path) -> None:
