@@ -421,6 +421,19 @@ def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, unit
     )
 
 
+def clip_and_step(params: list, opt: Any, clip: float, where: str) -> float:
+    """The optimiser step of every trainer: the global gradient norm (clipped to ``clip`` when > 0), refused when it is
+    not finite (nothing is updated; the stage stops and keeps its last good checkpoint), then step and zero the
+    gradients. Returns the norm before clipping."""
+    import torch
+
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")))
+    check_finite("gradient norm", grad_norm, where)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 def check_finite(name: str, value: float, where: str) -> None:
     if not math.isfinite(value):
         raise UserError(f"{name} became {value} at {where}; stopped, the last good checkpoint is kept (try a lower --lr)")
@@ -504,12 +517,7 @@ class Loop:
 
     def optimizer_step(self) -> float:
         """Clip (when ``grad_clip`` > 0), step, zero the gradients; returns the gradient norm before clipping."""
-        import torch
-
-        clip = self.cfg.grad_clip
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)) if clip > 0 else 0.0
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        grad_norm = clip_and_step(list(self.model.parameters()), self.opt, self.cfg.grad_clip, f"step {self.step + 1}")
         self.step += 1
         return grad_norm
 

@@ -628,16 +628,10 @@ def _grad_norm(opt: Any) -> float:
 
 
 def _clip_step(module: Any, opt: Any, clip: float, where: str) -> float:
-    """Clip the gradient norm, refuse a non-finite one (nothing is updated, the last good checkpoint stays), step."""
-    import torch
+    """``train.clip_and_step`` on the parameters of ``opt`` that hold a gradient."""
+    from ..train import clip_and_step
 
-    from ..train import check_finite
-
-    gn = float(torch.nn.utils.clip_grad_norm_(_with_grad(opt), clip if clip > 0 else float("inf")))
-    check_finite("gradient norm", gn, where)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return gn
+    return clip_and_step(_with_grad(opt), opt, clip, where)
 
 
 def _write_samples(work: Path, step: int, tok: Any, roll: Any, responses: list[list[int]], prompts: list[list[int]], scores: Any,
