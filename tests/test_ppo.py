@@ -231,6 +231,40 @@ def test_gradient_accumulation_four_by_one_equals_one_by_four(tiny_model_dir, ti
     assert ra["grad_norm"] > 0
 
 
+def test_a_sampler_with_other_numbers_gets_its_old_logprobs_recomputed(tiny_model_dir, tiny_rm_dir, prompts_file, tmp_path,
+                                                                       monkeypatch):
+    """The sampler protocol: a backend that says its log-probs are not the training model's (another engine, a server)
+    has PPO's old log-probs recomputed by a forward pass, and is handed the updated weights after every step."""
+    import instructgpt.sampling as sampling
+
+    made = []
+
+    class OtherNumbers:
+        def __init__(self, inner, exact):
+            self.inner, self.logprobs_are_exact, self.updates = inner, exact, 0
+
+        def generate(self, prompt_ids, params):
+            roll = self.inner.generate(prompt_ids, params)
+            roll.logprobs = [[-5.0] * len(lp) for lp in roll.logprobs]  # not the policy's numbers
+            return roll
+
+        def update_weights(self, model):
+            self.updates += 1
+            self.inner.update_weights(model)
+
+    real = sampling.make_sampler
+    common = dict(reward_model=str(tiny_rm_dir), steps=2, eval_every=0, sample_every=0, checkpoint_every=0, lr=1e-3,
+                  val_tokens=0)
+    plain = ppo.run(tiny_cfg(tiny_model_dir, prompts_file, tmp_path / "plain", **common))
+    for exact in (False, True):
+        monkeypatch.setattr(sampling, "make_sampler", lambda *a, **k: made.append(OtherNumbers(real(*a, **k), exact)) or made[-1])
+        out = ppo.run(tiny_cfg(tiny_model_dir, prompts_file, tmp_path / f"other-{exact}", **common))
+        a, b = _weights(plain), _weights(out)
+        close = all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4) for k in a)
+        assert close is (not exact), exact  # recomputed: the same training; taken as they are: another one
+    assert [m.updates for m in made] == [2, 2]
+
+
 def test_non_finite_reward_stops_and_keeps_the_last_good_checkpoint(tiny_model_dir, prompts_file, tmp_path):
     calls = {"n": 0}
 

@@ -42,7 +42,25 @@ class Rollout:
 
 
 class Sampler(Protocol):
+    """What generates rollouts, made by ``make_sampler`` at every call site.
+
+    ``logprobs_are_exact``: its log-probs are the training model's own numbers (the same weights and the same maths), so
+    PPO may take them as the old log-probs; a backend whose numbers differ (another engine, quantised weights, a server)
+    says False, and PPO recomputes them with a forward pass. ``update_weights(model)``: take the trained weights before
+    the next rollout (nothing to do for a sampler that samples from the training model itself)."""
+
+    logprobs_are_exact: bool
+
     def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> Rollout: ...
+
+    def update_weights(self, model: Any) -> None: ...
+
+
+def make_sampler(model: Any, tok: Any, *, batch_size: int = 64, device: Any = None, decode: bool = False,
+                 engine: str = "auto") -> Sampler:
+    """The sampler for ``model`` (``tok`` gives the padding id; ``decode``: fill ``Rollout.texts`` too). One place to
+    add another backend."""
+    return TorchSampler(model, tok.pad_token_id, device, batch_size, tokenizer=tok if decode else None, engine=engine)
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device: Any = None) -> tuple[Any, Any]:
@@ -383,6 +401,12 @@ class TorchSampler:
         self.batch_size = batch_size
         self.tokenizer = tokenizer
         self.engine = engine
+
+    logprobs_are_exact = True  # it samples from the training model itself, with the training forward's maths
+
+    def update_weights(self, model: Any) -> None:
+        """Sample from ``model`` from now on (the same object as before when it is the training model)."""
+        self.model = model
 
     def _use_static(self) -> bool:
         if self.engine == "hf":

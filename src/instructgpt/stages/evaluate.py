@@ -101,12 +101,12 @@ def _candidates(cfg: EvalConfig, run: Path | None) -> list[Candidate]:
 
 
 def _generate(model: Any, tok: Any, prompts: list[Any], mode: str, cfg: EvalConfig, seed: int) -> list[str]:
-    from ..sampling import SamplingParams, TorchSampler, decode_responses, encode_prompt
+    from ..sampling import SamplingParams, make_sampler, decode_responses, encode_prompt
     from ..tokenizer import stop_token_ids
 
     stops = stop_token_ids(tok, getattr(model, "generation_config", None))
     ids = [encode_prompt(tok, p, chat=(mode == "chat")) for p in prompts]
-    sampler = TorchSampler(model, tok.pad_token_id, batch_size=cfg.batch_size)
+    sampler = make_sampler(model, tok, batch_size=cfg.batch_size)
     params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 0, cfg.top_p, seed, stops)
     texts = decode_responses(tok, sampler.generate(ids, params), stops)
     if mode == "few_shot":  # the few-shot examples are separated by a blank line: the answer ends where the next example would start

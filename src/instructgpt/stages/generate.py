@@ -51,7 +51,7 @@ def read_prompts(path: str) -> list[dict]:
 
 def run(cfg: GenerateConfig) -> list[dict]:
     from ..models import resolve_device
-    from ..sampling import SamplingParams, TorchSampler, decode_responses, encode_prompt, load_model
+    from ..sampling import SamplingParams, make_sampler, decode_responses, encode_prompt, load_model
     from ..tokenizer import stop_token_ids
 
     if not cfg.model:
@@ -62,7 +62,7 @@ def run(cfg: GenerateConfig) -> list[dict]:
     model, tok = load_model(cfg.model, resolve_device(cfg.device))
     ids = [encode_prompt(tok, r.get("messages") or r["prompt"], chat=cfg.chat) for r in rows]
     stops = stop_token_ids(tok, getattr(model, "generation_config", None))
-    sampler = TorchSampler(model, tok.pad_token_id, batch_size=cfg.batch_size)
+    sampler = make_sampler(model, tok, batch_size=cfg.batch_size)
     params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, stops)
     rollout = sampler.generate(ids, params)
     texts = decode_responses(tok, rollout, stops)

@@ -224,7 +224,7 @@ class ResponseSampler:
         return self._loaded[path]
 
     def sample(self, prompts: list[PlannedPrompt], chunk_index: int) -> list[list[dict]]:
-        from ..sampling import SamplingParams, TorchSampler, decode_responses, encode_prompt
+        from ..sampling import SamplingParams, make_sampler, decode_responses, encode_prompt
         from ..tokenizer import stop_token_ids
 
         k = self.cfg.k
@@ -243,7 +243,7 @@ class ResponseSampler:
             flat = [x for x in ids for _ in slots]
             params = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=spec.temperature, top_k=self.cfg.top_k,
                                     top_p=self.cfg.top_p, seed=_seed_of("sample", self.cfg.seed, chunk_index, j), stop_token_ids=stops)
-            roll = TorchSampler(model, tok.pad_token_id, self.device, self.cfg.batch_size).generate(flat, params)
+            roll = make_sampler(model, tok, batch_size=self.cfg.batch_size, device=self.device).generate(flat, params)
             texts = decode_responses(tok, roll, stops)
             n = 0
             for pi in range(len(prompts)):

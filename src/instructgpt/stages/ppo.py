@@ -195,9 +195,9 @@ def gold_eval(policy_lm: Any, tok: Any, world: Any, records: list[dict], prompt_
               stop_ids: list[int]) -> dict:
     """Mean gold-judge score of the policy's responses to a fixed held-out prompt sample (same sampling seed each time)."""
     from ..evaluation import sample_and_judge
-    from ..sampling import SamplingParams, TorchSampler
+    from ..sampling import SamplingParams, make_sampler
 
-    sampler = TorchSampler(policy_lm, tok.pad_token_id, batch_size=cfg.rollout_batch_size)
+    sampler = make_sampler(policy_lm, tok, batch_size=cfg.rollout_batch_size)
     params = SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, 0, 1.0, cfg.seed + 12345, stop_ids)
     _, scores, lengths = sample_and_judge(sampler, tok, prompt_ids, records, world.judge(), params)
     return {"gold_score": sum(scores) / max(1, len(scores)), "eval_response_len": sum(lengths) / max(1, len(lengths))}
@@ -255,7 +255,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
     from .. import rl
     from ..models import autocast_dtype, count_parameters, load_causal_lm, save_model
-    from ..sampling import SamplingParams, TorchSampler
+    from ..sampling import SamplingParams, make_sampler
     from ..tokenizer import load_tokenizer, stop_token_ids
     from ..train import (
         MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite,
@@ -360,7 +360,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 (work / name).unlink(missing_ok=True)
 
         ddp_policy, ddp_value = _wrap(policy, d, find_unused=value_head is not None), _wrap(value_module, d)
-        sampler = TorchSampler(policy_lm, tok.pad_token_id, batch_size=cfg.rollout_batch_size)
+        sampler = make_sampler(policy_lm, tok, batch_size=cfg.rollout_batch_size)
         log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
                             config=dataclasses.asdict(cfg))
 
@@ -403,6 +403,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
             # 2. scoring: reference log-probs, old values, reward-model scores (no grad, batched)
             with torch.no_grad(), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+                if not sampler.logprobs_are_exact:  # a sampler whose numbers differ from training's: the policy's own
+                    old_logprobs = batched(lambda e: sequence_logprobs(policy_lm, e, cfg.temperature), ep, cfg.forward_batch_size)
                 ref_logprobs = batched(lambda e: sequence_logprobs(ref_lm, e, cfg.temperature), ep, cfg.forward_batch_size)
                 if value_module is not None:
                     old_values = batched(lambda e: value_module(e.input_ids, e.gather_pos), ep, cfg.forward_batch_size)
@@ -481,6 +483,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                     for key, val in mb.items():
                         totals[key] = totals.get(key, 0.0) + val
                     n_updates += 1
+            sampler.update_weights(policy_lm)  # the next rollouts sample from the updated policy
             t_trained = time.time()
 
             # 5. statistics, KL controller, logging

@@ -111,10 +111,10 @@ def evaluate_loss(model: Any, batches, device: Any, autocast: Any) -> float:
 
 
 def sample_continuations(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48, seed: int = 0) -> list[dict]:
-    from ..sampling import SamplingParams, TorchSampler, decode_responses
+    from ..sampling import SamplingParams, make_sampler, decode_responses
     from ..tokenizer import stop_token_ids
 
-    sampler = TorchSampler(model, tok.pad_token_id)
+    sampler = make_sampler(model, tok)
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     r = sampler.generate(ids, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.8, top_p=0.95, seed=seed, stop_token_ids=stop_token_ids(tok)))
     return [{"prompt": p, "continuation": t} for p, t in zip(prompts, decode_responses(tok, r, stop_token_ids(tok)))]

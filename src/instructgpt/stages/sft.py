@@ -254,14 +254,14 @@ def _all_sum(values: list[float], d: Any) -> list[float]:
 def sample_answers(model: Any, tok: Any, records: list[dict], max_new_tokens: int, seed: int, temperature: float = 0.7) -> list[dict]:
     """Sampled answers to the records' prompts (the conversation before its last assistant turn)."""
     from ..data.chat import prompt_messages, render_prompt
-    from ..sampling import SamplingParams, TorchSampler
+    from ..sampling import SamplingParams, make_sampler
     from ..tokenizer import stop_token_ids
 
     if not records:
         return []
     prompts = [prompt_messages(r["messages"]) for r in records]
     stops = stop_token_ids(tok, getattr(model, "generation_config", None))
-    sampler = TorchSampler(model, tok.pad_token_id, tokenizer=tok)
+    sampler = make_sampler(model, tok, decode=True)
     r = sampler.generate([render_prompt(tok, p) for p in prompts], SamplingParams(max_new_tokens, temperature, 0, 1.0, seed, stops))
     return [{"id": rec["id"], "prompt": p, "response": t, "finished": f} for rec, p, t, f in zip(records, prompts, r.texts, r.finished)]
 
