@@ -31,7 +31,7 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            check_field(type(self), f.name, getattr(self, f.name), "--" + f.name.replace("_", "-"))
+            _check_value(f.metadata, getattr(self, f.name), "--" + f.name.replace("_", "-"))
 
 
 BOUNDS = (("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
@@ -60,16 +60,18 @@ def _or(items: list[str]) -> str:
 def check_field(cls: type, key: str, value: Any, source: str) -> None:
     """One line naming the option (or the file and key) when a value lies outside its field's range or choices."""
     meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == key)
+    _check_value(meta, value, source if source.startswith("--") else f"{source}: '{key}'")
+
+
+def _check_value(meta: Any, value: Any, where: str) -> None:
     if value is None:
         return
-    where = source if source.startswith("--") else f"{source}: '{key}'"
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise UserError(f"{where}: must be {_or(list(choices))}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    failed = [(sym, meta[name]) for name, sym, ok in BOUNDS if name in meta and not ok(value, meta[name])]
-    if failed or value != value:  # (NaN is in no range)
+    if value != value or any(name in meta and not ok(value, meta[name]) for name, _, ok in BOUNDS):  # NaN is in no range
         want = " and ".join(f"{sym} {meta[name]}" for name, sym, _ in BOUNDS if name in meta)
         raise UserError(f"{where}: must be {want}, got {value!r}")
 

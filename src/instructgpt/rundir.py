@@ -75,6 +75,8 @@ def finished_models(run_dir: str | Path, newest_first: bool = False) -> list[tup
     """The run's models whose folders are complete, in the recipe's order (or the newest stage first)."""
     found = [(m, Path(run_dir) / m.folder) for m in RUN_MODELS if is_complete(Path(run_dir) / m.folder)]
     return found[::-1] if newest_first else found
+
+
 COMPLETE_MARKER = "igpt_complete.json"
 
 

@@ -372,6 +372,16 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def reset_logs(work: str | Path, step: int) -> None:
+    """The stage's logs (metrics.jsonl, samples.jsonl) hold what led to the checkpoint at ``step`` and nothing from an
+    attempt that did not reach one: cut back to ``step`` on resume, emptied on a start without a checkpoint."""
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        if step:
+            truncate_metrics(Path(work) / name, step)
+        else:
+            (Path(work) / name).unlink(missing_ok=True)
+
+
 def truncate_metrics(path: str | Path, max_step: int) -> None:
     """On resume, drop metric rows written after the checkpoint's step so the log has no duplicates."""
     path = Path(path)
@@ -472,12 +482,8 @@ class Loop:
         if cfg.resume and has_checkpoint(self.work):
             self.state = load_checkpoint(self.work, {"model": model}, {"model": opt})
             self.step = int(self.state["step"])
-        if d.is_main:  # the logs hold what led to the checkpoint, and nothing from an attempt that did not reach one
-            for log_file in ("metrics.jsonl", "samples.jsonl"):
-                if self.step:
-                    truncate_metrics(self.work / log_file, self.step)
-                else:
-                    (self.work / log_file).unlink(missing_ok=True)
+        if d.is_main:
+            reset_logs(self.work, self.step)
         self.stop_at = min(self.total_steps, cfg.stop_after) if cfg.stop_after > 0 else self.total_steps
         self.log = MetricsLogger(self.work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
                                  config=_config_dict(cfg))

@@ -259,7 +259,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     from ..tokenizer import load_tokenizer, stop_token_ids
     from ..train import (
         MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite,
-        in_process_group, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, truncate_metrics,
+        in_process_group, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, reset_logs,
     )
 
     from transformers.utils import logging as hf_logging
@@ -352,12 +352,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             kl_ctl.load_state(state["kl"])
             if ptx_batches is not None and state.get("ptx"):
                 ptx_batches.load_state(state["ptx"])
-            if d.is_main:
-                truncate_metrics(work / "metrics.jsonl", step)
-                truncate_metrics(work / "samples.jsonl", step)
-        elif d.is_main:  # a fresh start in a partial folder left without a checkpoint: no stale rows
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                (work / name).unlink(missing_ok=True)
+        if d.is_main:
+            reset_logs(work, step)
 
         ddp_policy, ddp_value = _wrap(policy, d, find_unused=value_head is not None), _wrap(value_module, d)
         sampler = make_sampler(policy_lm, tok, batch_size=cfg.rollout_batch_size)
