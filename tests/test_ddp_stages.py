@@ -115,6 +115,7 @@ def test_reward_model_ddp_two_processes_equal_one_process_with_the_same_global_b
 PPO_SCRIPT = """\
 import json, os, sys
 import torch
+from instructgpt import train
 from instructgpt.stages import ppo
 
 kw, record = json.loads(sys.argv[1]), sys.argv[2]
@@ -130,16 +131,16 @@ class RecordingStream(ppo.PromptStream):
         return idx
 
 
-_clip_step = ppo._clip_step
+_init = train.Loop.__init__
 
 
-def clip_step(module, opt, clip, where):
+def init(self, name, cfg, d, work, parts, *args, **kwargs):
     # keep the trained modules (PolicyModule, ValueModule) to compare the two replicas after the run
-    modules[type(module).__name__] = module
-    return _clip_step(module, opt, clip, where)
+    modules.update({type(p.model).__name__: p.model for p in parts.values()})
+    _init(self, name, cfg, d, work, parts, *args, **kwargs)
 
 
-ppo.PromptStream, ppo._clip_step = RecordingStream, clip_step
+ppo.PromptStream, train.Loop.__init__ = RecordingStream, init
 ppo.run(ppo.PPOConfig(**kw))
 torch.save({name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()},
            f"{record}/weights{rank}.pt")
@@ -258,7 +259,7 @@ def test_ppo_ddp_two_processes(tiny_model_dir, ppo_rm_dir, ppo_prompts, toy_corp
 TOKEN_WEIGHT_SCRIPT = r'''
 import json, sys
 import torch
-from instructgpt.stages.ppo import _global_explained_variance, _global_stats, _minibatch_tokens
+from instructgpt.rl import global_explained_variance, global_stats, minibatch_tokens
 from instructgpt.train import in_process_group
 
 
@@ -270,13 +271,13 @@ def body(d):
     x = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(1))[d.rank]
     mask = torch.zeros(7)
     mask[: 2 if d.rank == 0 else 5] = 1.0
-    n = _minibatch_tokens(mask, d)
+    n = minibatch_tokens(mask, d)
     loss = (model(x).squeeze(-1) * mask).sum() / n
     loss.backward()
     vals = torch.randn(2, 7, generator=torch.Generator().manual_seed(2))
     rets = torch.randn(2, 7, generator=torch.Generator().manual_seed(3))
-    ev = _global_explained_variance(vals[d.rank : d.rank + 1], rets[d.rank : d.rank + 1], mask[None], d)
-    vmean = float(_global_stats(vals[d.rank : d.rank + 1], mask[None], d)[0])
+    ev = global_explained_variance(vals[d.rank : d.rank + 1], rets[d.rank : d.rank + 1], mask[None], d)
+    vmean = float(global_stats(vals[d.rank : d.rank + 1], mask[None], d)[0])
     if d.rank == 0:
         json.dump({"grad": lin.weight.grad.tolist(), "n": float(n), "ev": ev, "value_mean": vmean}, open(sys.argv[1], "w"))
 

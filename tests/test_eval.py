@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from instructgpt.evaluation import choice_logprobs, continuation_logprobs, heldout_lm_loss, probe_accuracy, wilson_interval, win_rate
+from instructgpt.evaluation import choice_logprobs, continuation_logprobs, heldout_ids, heldout_lm_loss, probe_accuracy, wilson_interval, win_rate
 
 
 def test_wilson_interval_matches_hand_computation():
@@ -59,7 +59,7 @@ def test_probe_accuracy_and_heldout_loss_on_a_tiny_model(tiny_model_dir):
         assert lp == pytest.approx(sum(float(logp[len(pre) - 1 + i, t]) for i, t in enumerate(cid)), abs=1e-4)
     many = [{"prefix": a, "choices": [b, " Mira"], "answer": 0} for a, b in pairs]
     assert probe_accuracy(model, tok, many, batch_size=1) == probe_accuracy(model, tok, many, batch_size=64)
-    loss = heldout_lm_loss(model, tok, ["The capital of Alba is Mira."] * 20, seq_len=16, max_tokens=200)
+    loss = heldout_lm_loss(model, heldout_ids(tok, ["The capital of Alba is Mira."] * 20, 200), seq_len=16)
     assert 0 < loss < 2 * math.log(len(tok))
 
 

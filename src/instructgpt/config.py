@@ -81,6 +81,11 @@ class TrainConfig(StageConfig):
     """The fields every trainer has (pretraining, SFT, the reward model, PPO): what ``train.Loop`` and the process group
     read. A trainer's config subclasses it and redeclares a field only to change its default or its help."""
 
+    lr: float = field(1e-4, "peak learning rate", gt=0.0)
+    lr_schedule: str = field("cosine", "learning-rate decay after the warmup: cosine, linear or constant",
+                             choices=("cosine", "linear", "constant"))
+    min_lr_ratio: float = field(0.1, "final learning rate as a fraction of the peak (cosine or linear decay)", ge=0.0, le=1.0)
+    warmup_steps: int = field(0, "linear learning-rate warmup steps", ge=0)
     grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
     grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)", ge=0.0)
     checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)

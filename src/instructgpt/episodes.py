@@ -109,11 +109,10 @@ def build_episodes(prompts: list[list[int]], responses: list[list[int]], finishe
                     torch.tensor(finished, dtype=torch.bool).to(device))
 
 
-def _chunks(n: int, size: int):
+def chunks(n: int, size: int):
+    """Slices of ``range(n)`` of at most ``size``."""
     for s in range(0, n, size):
         yield slice(s, min(n, s + size))
-
-
 
 
 def batched(fn: Callable[[Episodes], Any], ep: Episodes, size: int) -> Any:
@@ -125,7 +124,7 @@ def batched(fn: Callable[[Episodes], Any], ep: Episodes, size: int) -> Any:
         return fn(ep)
     parts = []
     R = ep.mask.shape[1]
-    for sl in _chunks(n, size):
+    for sl in chunks(n, size):
         rows = torch.arange(sl.start, sl.stop, device=ep.input_ids.device)
         out = fn(ep.select(rows))
         if out.dim() == 2 and out.shape[1] < R:

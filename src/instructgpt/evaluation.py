@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 
 def wilson_interval(wins: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -38,34 +38,59 @@ def mean(xs: Sequence[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
 
-def heldout_lm_loss(model: Any, tok: Any, documents: Sequence[str], seq_len: int = 256, max_tokens: int = 60_000, batch_size: int = 16) -> float:
-    """Mean next-token loss (nats) over held-out documents joined with EOS and cut into ``seq_len`` windows."""
+def lm_windows(tokens: Any, seq_len: int, batch_size: int, max_batches: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """Deterministic (inputs, targets) batches of consecutive ``seq_len`` windows from the start of a token array (at
+    most ``max_batches`` batches): the held-out text every language-modelling loss here is measured on."""
+    import numpy as np
     import torch
-    import torch.nn.functional as F
+
+    n = (len(tokens) - 1) // seq_len
+    if max_batches is not None:
+        n = min(n, batch_size * max_batches)
+    for s in range(0, n, batch_size):
+        rows = np.stack([np.asarray(tokens[i * seq_len : i * seq_len + seq_len + 1], dtype=np.int64) for i in range(s, min(n, s + batch_size))])
+        t = torch.from_numpy(rows)
+        yield t[:, :-1], t[:, 1:]
+
+
+def context_window(model: Any, cap: int = 256) -> int:
+    """The window the held-out loss is measured in: the model's context, at most ``cap`` tokens."""
+    return min(cap, int(getattr(model.config, "max_position_embeddings", cap) or cap))
+
+
+def heldout_ids(tok: Any, documents: Sequence[str] | Iterator[str], max_tokens: int) -> Any:
+    """The first ``max_tokens + 1`` tokens of held-out documents joined with EOS (None when there are fewer than 2)."""
+    import numpy as np
 
     ids: list[int] = []
     for doc in documents:
         ids += tok(doc, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         if len(ids) > max_tokens + 1:
             break
-    ids = ids[: max_tokens + 1]
-    n = (len(ids) - 1) // seq_len
-    if n == 0:
+    return np.asarray(ids[: max_tokens + 1], dtype=np.int64) if len(ids) > 1 else None
+
+
+def heldout_lm_loss(model: Any, tokens: Any, seq_len: int | None = None, batch_size: int = 16, max_batches: int | None = None,
+                    autocast: Any = None) -> float:
+    """Mean next-token loss (nats per token, every token counting equally) on held-out tokens cut into ``lm_windows`` of
+    ``seq_len`` (default: ``context_window``), without gradients and with dropout off (the model's training mode is
+    restored after): pretraining's validation loss, PPO's and the evaluation's alignment tax. NaN without a window."""
+    import torch
+
+    from .train import lm_loss
+
+    if tokens is None:
         return float("nan")
-    data = torch.tensor(ids[: n * seq_len + 1])
     dev = next(model.parameters()).device
-    total, count = 0.0, 0
+    was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for s in range(0, n, batch_size):
-            rows = range(s, min(n, s + batch_size))
-            x = torch.stack([data[i * seq_len : (i + 1) * seq_len] for i in rows]).to(dev)
-            y = torch.stack([data[i * seq_len + 1 : (i + 1) * seq_len + 1] for i in rows]).to(dev)
-            logits = model(input_ids=x).logits.float()
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
-            total += float(loss)
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+        for x, y in lm_windows(tokens, seq_len or context_window(model), batch_size, max_batches):
+            total += float(lm_loss(model, x.to(dev), y.to(dev), reduction="sum"))
             count += y.numel()
-    return total / count
+    model.train(was_training)
+    return total / count if count else float("nan")
 
 
 def continuation_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> list[float]:

@@ -36,9 +36,11 @@ def _gather(hidden: Any, pos: Any) -> Any:
     return hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
 
-def _policy_module_class():
+def policy_module(lm: Any, value_head: Any = None) -> Any:
+    """The module PPO trains: the policy LM (and a value head on its trunk, when given)."""
     import torch
-    import torch.nn.functional as F
+
+    from .train import lm_loss
 
     class PolicyModule(torch.nn.Module):
         """The policy causal LM, optionally with a value head on its trunk; one forward gives what PPO needs."""
@@ -49,16 +51,15 @@ def _policy_module_class():
             self.value_head = value_head
 
         def forward(self, input_ids, gather_pos=None, targets=None, temperature: float = 1.0, ptx_targets=None):
-            if ptx_targets is not None:  # pretraining LM loss (PPO-ptx)
-                logits = self.lm(input_ids=input_ids, use_cache=False).logits
-                return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ptx_targets.reshape(-1))
+            if ptx_targets is not None:  # PPO-ptx's pretraining term, through the same (DDP-wrapped) module as the RL loss
+                return lm_loss(self.lm, input_ids, ptx_targets)
             logprobs, logp_all, h = token_logprobs(self.lm, input_ids, gather_pos, targets, temperature)
             with torch.no_grad():
                 entropy = -(logp_all.exp() * logp_all).sum(-1)
             values = self.value_head(h).squeeze(-1).float() if self.value_head is not None else None
             return logprobs, entropy, values
 
-    return PolicyModule
+    return PolicyModule(lm, value_head)
 
 
 def _value_module_class():
@@ -110,7 +111,7 @@ def load_sequence_classifier(path: str, device: Any) -> Any:
     return model.to(device)
 
 
-def _no_dropout(model: Any) -> Any:
+def no_dropout(model: Any) -> Any:
     """Dropout off (RECIPE: in policy, reference, value and reward models alike); eval mode stays on during training."""
     for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
         if hasattr(model.config, name) and isinstance(getattr(model.config, name), float):
@@ -138,7 +139,7 @@ def build_value_module(path: str, device: Any, tok: Any) -> Any:
             _head(model).weight.zero_()
     if model.get_input_embeddings().weight.shape[0] < len(tok):
         raise UserError(f"{path}: its vocabulary ({model.get_input_embeddings().weight.shape[0]}) is smaller than the policy's tokenizer ({len(tok)})")
-    _no_dropout(model)
+    no_dropout(model)
     return _value_module_class()(model, bias).to(device)
 
 

@@ -179,6 +179,44 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     return float(1.0 - masked_var(returns - values, mask, unbiased=False) / var_r)
 
 
+# ---------------------------------------------------------------------------------------------- across data-parallel ranks
+# ``d`` is a ``train.Dist``: with one process these are the plain masked statistics; under torchrun every rank gets the
+# same numbers, computed over the real tokens of every rank.
+def global_stats(x: torch.Tensor, mask: torch.Tensor, d: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, unbiased var) over the real tokens of every rank: what advantages are whitened with."""
+    s = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(s)
+    total, sq, n = s.tolist()
+    n = max(n, 1.0)
+    mean = total / n
+    var = max(sq / n - mean * mean, 0.0) * (n / (n - 1) if n > 1 else 1.0)
+    return torch.tensor(mean, device=x.device), torch.tensor(var, device=x.device)
+
+
+def global_explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, d: Any) -> float:
+    """``explained_variance`` over the real tokens of every rank."""
+    var_r = float(global_stats(returns, mask, d)[1])
+    if var_r == 0.0:
+        return float("nan")
+    return 1.0 - float(global_stats(returns - values, mask, d)[1]) / var_r
+
+
+def minibatch_tokens(mask: torch.Tensor, d: Any) -> torch.Tensor:
+    """The divisor that makes each rank's summed token loss, once DDP averages the gradients over ranks, the mean over the
+    real tokens of the minibatch on every rank: total tokens / world size (so every token weighs the same, however the
+    response lengths fall across ranks)."""
+    n = mask.sum().double()
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(n)
+        n = n / d.world_size
+    return n.clamp(min=1.0).to(mask.dtype)
+
+
 # ---------------------------------------------------------------------------------------------- KL controllers
 class FixedKLController:
     """A constant KL coefficient beta (InstructGPT: 0.02)."""

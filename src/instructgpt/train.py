@@ -62,12 +62,14 @@ def init_distributed(device: str = "auto") -> Dist:
     return Dist(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
-def wrap_ddp(model: Any, d: Dist) -> Any:
-    if not d.enabled:
+def wrap_ddp(model: Any, d: Dist, find_unused: bool = False) -> Any:
+    """The module as its processes train it: DDP under torchrun (``find_unused``: some parameters get no gradient in a
+    step, such as a value head the policy loss does not reach); itself in one process, or when it is None."""
+    if model is None or not d.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    return DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    return DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None, find_unused_parameters=find_unused)
 
 
 def all_reduce_mean(value: float, d: Dist) -> float:
@@ -431,6 +433,16 @@ def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, unit
     )
 
 
+def lm_loss(model: Any, inputs: Any, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> Any:
+    """Next-token cross-entropy of a causal LM (logits in fp32) over the targets that are not ``ignore_index``: the
+    pretraining objective, PPO-ptx's pretraining term and the held-out loss."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=inputs, use_cache=False).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index,
+                           reduction=reduction)
+
+
 def clip_and_step(params: list, opt: Any, clip: float, where: str) -> float:
     """The optimiser step of every trainer: the global gradient norm (clipped to ``clip`` when > 0), refused when it is
     not finite (nothing is updated; the stage stops and keeps its last good checkpoint), then step and zero the
@@ -450,18 +462,32 @@ def check_finite(name: str, value: float, where: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the loop
+@dataclass
+class Part:
+    """One model a ``Loop`` trains: its optimiser, the parameters whose gradient norm is clipped together (default: the
+    model's, in its order), and its own peak learning rate when it has one (it then follows the same schedule, scaled)."""
+
+    model: Any
+    opt: Any
+    clip: list | None = None
+    lr: float | None = None
+
+
 class Loop:
     """The optimisation loop every trainer shares, so that each stage supplies only its data, its loss and its evaluation.
 
     It owns: exact resume (the checkpoint in ``work``, with the trainer's own state beside the step, and metrics.jsonl
     cut back to it), the learning-rate schedule, micro-batch accumulation (gradients synchronised once, on the last
-    micro-batch, under DDP), autocast, clipping and the optimiser step, the one NaN policy (a loss that is not finite
-    stops the stage with one line and keeps the last good checkpoint), metrics, the progress bar and checkpoints.
+    micro-batch, under DDP), autocast, clipping and the optimiser step, the one NaN policy (a loss or gradient norm that
+    is not finite stops the stage with one line and keeps the last good checkpoint), metrics, the progress bar and
+    checkpoints.
 
-    ``cfg`` is the stage's config: the loop reads ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``grad_clip``,
-    ``checkpoint_every``, ``stop_after``, ``resume``, ``progress``, ``tensorboard`` and ``wandb_project``. A trainer::
+    ``parts`` names the models it trains (``{"model": Part(model, opt)}`` for one; PPO has a policy and a value model);
+    the names are those of the checkpoint's files. ``cfg`` is the stage's ``config.TrainConfig``: the loop reads ``lr``,
+    ``lr_schedule``, ``warmup_steps``, ``min_lr_ratio``, ``grad_clip``, ``checkpoint_every``, ``stop_after``,
+    ``resume``, ``progress``, ``tensorboard`` and ``wandb_project``. A trainer::
 
-        loop = Loop("sft", cfg, d, work, model, opt, total_steps, autocast)
+        loop = Loop("sft", cfg, d, work, {"model": Part(model, opt)}, total_steps, autocast)
         data.load_state(loop.state.get("data"))              # the trainer's own state, saved with each checkpoint
         while loop.running:
             lr = loop.begin_step()
@@ -471,16 +497,19 @@ class Loop:
             loop.checkpoint({"data": data.state()})
         loop.close()
         if loop.finished: ...save the model and finish the output folder...
+
+    A step made of several optimiser updates (PPO's epochs over minibatches) calls ``update`` for each and ``advance``
+    once at the end, where ``optimizer_step`` does both.
     """
 
-    def __init__(self, name: str, cfg: Any, d: Dist, work: Path, model: Any, opt: Any, total_steps: int, autocast: Any = None):
+    def __init__(self, name: str, cfg: Any, d: Dist, work: Path, parts: dict[str, Part], total_steps: int, autocast: Any = None):
         from .rundir import has_checkpoint
 
-        self.name, self.cfg, self.d, self.work, self.model, self.opt = name, cfg, d, Path(work), model, opt
+        self.name, self.cfg, self.d, self.work, self.parts = name, cfg, d, Path(work), parts
         self.total_steps, self.autocast = int(total_steps), autocast
         self.step, self.state = 0, {}
         if cfg.resume and has_checkpoint(self.work):
-            self.state = load_checkpoint(self.work, {"model": model}, {"model": opt})
+            self.state = load_checkpoint(self.work, self._models(), self._optimizers())
             self.step = int(self.state["step"])
         if d.is_main:
             reset_logs(self.work, self.step)
@@ -488,6 +517,12 @@ class Loop:
         self.log = MetricsLogger(self.work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
                                  config=_config_dict(cfg))
         self.bar = progress(self.total_steps, name, enabled=d.is_main and cfg.progress, initial=self.step)
+
+    def _models(self) -> dict[str, Any]:
+        return {k: p.model for k, p in self.parts.items()}
+
+    def _optimizers(self) -> dict[str, Any]:
+        return {k: p.opt for k, p in self.parts.items()}
 
     @property
     def running(self) -> bool:
@@ -499,48 +534,68 @@ class Loop:
         return self.step >= self.total_steps
 
     def begin_step(self) -> float:
-        """Set this step's learning rate (warmup, then cosine decay to ``min_lr_ratio`` of the peak) and return it."""
+        """Set this step's learning rates (warmup, then the schedule's decay towards ``min_lr_ratio`` of the peak) and
+        return the main one; a part with its own peak follows the same curve, scaled."""
         cfg = self.cfg
-        lr = lr_at(self.step, self.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
-        set_lr(self.opt, lr)
+        lr = lr_at(self.step, self.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio, cfg.lr_schedule)
+        for part in self.parts.values():
+            set_lr(part.opt, lr if part.lr is None else lr * part.lr / cfg.lr)
         return lr
 
-    def accumulate(self, ddp_model: Any, items: list, forward: Callable[[Any], Any]) -> None:
-        """``forward(item)`` returns the loss to back-propagate (already weighted for its share of the step), or None to
-        skip the item; gradients are synchronised across ranks only on the last item."""
+    def accumulate(self, modules: Any, items: list, forward: Callable[[Any], Any], hold: tuple = ()) -> None:
+        """``forward(item)`` returns the loss to back-propagate (already weighted for its share of the update), or None
+        to skip the item. ``modules``: the (DDP-wrapped) module, or a tuple of them, that the items run through; their
+        gradients are synchronised across ranks on the last item, except for those in ``hold`` (more of the same update
+        is accumulated into them by a later call)."""
         import contextlib
 
         import torch
 
-        d = self.d
+        modules = tuple(m for m in (modules if isinstance(modules, (tuple, list)) else (modules,)) if m is not None)
         for k, item in enumerate(items):
             last = k == len(items) - 1
-            ctx = ddp_model.no_sync() if (d.enabled and not last) else contextlib.nullcontext()
-            with ctx, torch.autocast(d.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                loss = forward(item)
+            with contextlib.ExitStack() as stack:
+                if self.d.enabled:
+                    for m in modules:
+                        if not last or any(m is h for h in hold):
+                            stack.enter_context(m.no_sync())
+                with torch.autocast(self.d.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                    loss = forward(item)
                 if loss is not None:
                     loss.backward()
 
-    def optimizer_step(self) -> float:
-        """Clip (when ``grad_clip`` > 0), step, zero the gradients; returns the gradient norm before clipping."""
-        grad_norm = clip_and_step(list(self.model.parameters()), self.opt, self.cfg.grad_clip, f"step {self.step + 1}")
+    def update(self) -> dict[str, float]:
+        """Clip (when ``grad_clip`` > 0) and step every part, zero their gradients; returns each part's gradient norm
+        before clipping. A norm that is not finite stops the stage before anything is updated."""
+        where = f"step {self.step + 1}"
+        return {k: clip_and_step(list(p.model.parameters()) if p.clip is None else p.clip, p.opt, self.cfg.grad_clip, where)
+                for k, p in self.parts.items()}
+
+    def advance(self) -> None:
+        """Count the step as done."""
         self.step += 1
+
+    def optimizer_step(self) -> float:
+        """The step of a one-part trainer: one update, then ``advance``; returns the gradient norm before clipping."""
+        (grad_norm,) = self.update().values()
+        self.advance()
         return grad_norm
 
-    def log_step(self, row: dict, loss_name: str, postfix: dict | None = None) -> None:
-        """The NaN policy on ``row["loss"]``, then the metrics row and the progress bar."""
-        check_finite(loss_name, row["loss"], f"step {self.step}")
+    def log_step(self, row: dict, loss_name: str | None = None, postfix: dict | None = None) -> None:
+        """The NaN policy on ``row["loss"]`` (when ``loss_name`` names it), then the metrics row and the progress bar."""
+        if loss_name:
+            check_finite(loss_name, row["loss"], f"step {self.step}")
         self.log.log(self.step, **row)
         self.bar.set_postfix(**(postfix or {"loss": f"{row['loss']:.3f}"}))
         self.bar.update(1)
 
     def checkpoint(self, state: dict | None = None, force: bool = False) -> None:
-        """Save the weights, optimiser, RNG states and ``state`` every ``checkpoint_every`` steps, at the stop and when
+        """Save the weights, optimisers, RNG states and ``state`` every ``checkpoint_every`` steps, at the stop and when
         ``force``d; every rank waits for it."""
         every = self.cfg.checkpoint_every
         if force or (every and self.step % every == 0) or self.step == self.stop_at:
             if self.d.is_main:
-                save_checkpoint(self.work, {"model": self.model}, {"model": self.opt}, {"step": self.step, **(state or {})})
+                save_checkpoint(self.work, self._models(), self._optimizers(), {"step": self.step, **(state or {})})
             barrier(self.d)
 
     def close(self, log: bool = True) -> None:

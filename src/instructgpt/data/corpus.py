@@ -220,20 +220,6 @@ class PackedBatches:
         return t[:, :-1], t[:, 1:]
 
 
-def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int, max_batches: int):
-    """Deterministic validation batches (consecutive sequences from the start), at most ``max_batches``."""
-    import torch
-
-    n_seq = (len(tokens) - 1) // seq_len
-    n = min(n_seq, batch_size * max_batches)
-    for s in range(0, n, batch_size):
-        rows = np.stack(
-            [np.asarray(tokens[i * seq_len : i * seq_len + seq_len + 1], dtype=np.int64) for i in range(s, min(n, s + batch_size))]
-        )
-        t = torch.from_numpy(rows)
-        yield t[:, :-1], t[:, 1:]
-
-
 def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
     """Entropy (nats per token) of the corpus's unigram distribution: the loss of a model that ignores context."""
     counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, field, save_config
 from ..errors import UserError
-from ..evaluation import heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
+from ..evaluation import heldout_ids, heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
 from ..report.text import format_table
 from ..models import check_model_ref
 from ..rundir import (
@@ -208,7 +208,7 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
             responses["sft_resample"] = {"winrate": _generate(model, tok, [prompt_input(r, "chat") for r in records["winrate"]], "chat", cfg, cfg.seed + 2)}
         if c.mode != "few_shot":
             lm[c.name] = {
-                "pretrain_val_loss": heldout_lm_loss(model, tok, heldout_docs, max_tokens=cfg.lm_tokens) if heldout_docs else float("nan"),
+                "pretrain_val_loss": heldout_lm_loss(model, heldout_ids(tok, heldout_docs, cfg.lm_tokens)),
                 "probe_accuracy": probe_accuracy(model, tok, probes) if probes else float("nan"),
             }
         else:

@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from ..config import TrainConfig, field, save_config
-from ..episodes import PromptStream, _chunks, batched, build_episodes, encode_records, truncate_after_stop
+from ..episodes import PromptStream, batched, build_episodes, chunks, encode_records, truncate_after_stop
 from ..errors import UserError
-from ..policy import (
-    RewardScorer, _no_dropout, _policy_module_class, build_value_module, load_sequence_classifier, sequence_logprobs,
-)
-from ..rundir import begin_output, check_output, finish_output, has_checkpoint, partial_path
+from ..policy import RewardScorer, build_value_module, load_sequence_classifier, no_dropout, policy_module, sequence_logprobs
+from ..rundir import begin_output, check_output, finish_output, partial_path
 
 # PPO-ptx's default pretraining-loss coefficient gamma. InstructGPT used 27.8 with its own loss scaling (and 175B
 # models). With our per-token mean losses and whitened advantages the policy-gradient norm is ~1.5 on the default
@@ -87,7 +85,9 @@ class PPOConfig(TrainConfig):
     temperature: float = field(1.0, "rollout temperature (log-probs for training use the same temperature)", gt=0.0)
     lr: float = field(1e-5, "policy learning rate", gt=0.0)
     value_lr: float = field(1e-4, "value-model learning rate", gt=0.0)
-    lr_schedule: str = field("constant", "constant or linear (decay to 0 over --steps)", choices=("constant", "linear"))
+    lr_schedule: str = field("constant", "learning-rate schedule over --steps: constant, linear or cosine (decay to --min-lr-ratio)",
+                             choices=("cosine", "linear", "constant"))
+    min_lr_ratio: float = field(0.0, "final learning rate as a fraction of the peak (linear or cosine schedule)", ge=0.0, le=1.0)
     warmup_steps: int = field(0, "linear learning-rate warmup, in PPO steps", ge=0)
     adam_eps: float = field(1e-5, "Adam epsilon (a tiny epsilon makes the first updates too large)", gt=0.0)
     grad_clip: float = field(1.0, "clip each model's gradient norm to this (0 = off)", ge=0.0)
@@ -203,43 +203,16 @@ def gold_eval(policy_lm: Any, tok: Any, world: Any, records: list[dict], prompt_
     return {"gold_score": sum(scores) / max(1, len(scores)), "eval_response_len": sum(lengths) / max(1, len(lengths))}
 
 
-def pretrain_val_loss(lm: Any, tokens: Any, max_tokens: int, device: Any, autocast: Any, batch_size: int = 16) -> float:
-    """Mean next-token loss on held-out pretraining text: how much of its language modelling the policy keeps.
-
-    The text is cut into windows of the model's context (at most 256 tokens, as the evaluation stage does)."""
-    import torch
-    import torch.nn.functional as F
-
-    from ..data.corpus import eval_batches
-
-    seq_len = min(256, int(getattr(lm.config, "max_position_embeddings", 256) or 256))
-    n_windows = max(1, max_tokens // seq_len)
-    total, count = 0.0, 0
-    with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        for x, y in eval_batches(tokens, seq_len, batch_size, math.ceil(n_windows / batch_size)):
-            x, y = x.to(device), y.to(device)
-            logits = lm(input_ids=x, use_cache=False).logits
-            total += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
-            count += y.numel()
-    return total / count if count else float("nan")
-
-
 def heldout_tokens(tok: Any, world: Any, corpus_val: Any, max_tokens: int, corpus_train: Any = None) -> Any:
-    """Held-out pretraining tokens: the world's held-out corpus when there is a world, else the corpus's validation split
-    (or, for a corpus too small to have one, the end of its training split)."""
-    import numpy as np
+    """Held-out pretraining tokens for the policy's pretraining loss: the world's held-out corpus when there is a world,
+    else the corpus's validation split (or, for a corpus too small to have one, the end of its training split)."""
+    from ..evaluation import heldout_ids
 
     if world is not None:
-        ids: list[int] = []
-        for doc in world.corpus("heldout"):
-            ids += tok(doc, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            if len(ids) > max_tokens + 1:
-                break
-        return np.asarray(ids[: max_tokens + 1], dtype=np.int64) if len(ids) > 1 else None
-    if corpus_val is not None and len(corpus_val) > 1:
-        return corpus_val[: max_tokens + 1]
-    if corpus_train is not None and len(corpus_train) > 1:
-        return corpus_train[-(max_tokens + 1) :]
+        return heldout_ids(tok, world.corpus("heldout"), max_tokens)
+    for tokens, part in ((corpus_val, slice(0, max_tokens + 1)), (corpus_train, slice(-(max_tokens + 1), None))):
+        if tokens is not None and len(tokens) > 1:
+            return tokens[part]
     return None
 
 
@@ -257,10 +230,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     from ..models import autocast_dtype, count_parameters, load_causal_lm, save_model
     from ..sampling import SamplingParams, make_sampler
     from ..tokenizer import load_tokenizer, stop_token_ids
-    from ..train import (
-        MetricsLogger, all_reduce_mean, barrier, build_optimizer, check_finite,
-        in_process_group, load_checkpoint, lr_at, progress, save_checkpoint, seed_everything, set_lr, reset_logs,
-    )
+    from ..evaluation import heldout_lm_loss
+    from ..train import Loop, Part, all_reduce_mean, barrier, build_optimizer, check_finite, in_process_group, seed_everything, wrap_ddp
 
     from transformers.utils import logging as hf_logging
 
@@ -310,12 +281,12 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
         # ---- the four models
         stop_ids = stop_token_ids(tok, None)
-        policy_lm = _no_dropout(load_causal_lm(paths["policy"], device=dev))
+        policy_lm = no_dropout(load_causal_lm(paths["policy"], device=dev))
         stop_ids = sorted(set(stop_ids) | set(stop_token_ids(tok, getattr(policy_lm, "generation_config", None))))
-        ref_lm = _no_dropout(load_causal_lm(paths["policy"], device=dev)).requires_grad_(False)
+        ref_lm = no_dropout(load_causal_lm(paths["policy"], device=dev)).requires_grad_(False)
         scorer = None
         if reward_fn is None:
-            scorer = RewardScorer(_no_dropout(load_sequence_classifier(paths["reward"], dev)).requires_grad_(False))
+            scorer = RewardScorer(no_dropout(load_sequence_classifier(paths["reward"], dev)).requires_grad_(False))
             if scorer.model.get_input_embeddings().weight.shape[0] < len(tok):
                 raise UserError(f"--reward-model: {paths['reward']} has a smaller vocabulary than the policy's tokenizer; "
                                 "the reward model must share the policy's tokenizer")
@@ -327,7 +298,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         else:
             value_src = paths["value"] or paths["policy"]
             value_module = build_value_module(value_src, dev, tok)
-        policy = _policy_module_class()(policy_lm, value_head).to(dev)
+        policy = policy_module(policy_lm, value_head).to(dev)
         policy.eval()
         opt_policy = build_optimizer(policy, cfg.lr, weight_decay=0.0, betas=(0.9, 0.999), eps=cfg.adam_eps)
         opt_value = build_optimizer(value_module, cfg.value_lr, 0.0, (0.9, 0.999), cfg.adam_eps) if value_module is not None else None
@@ -342,44 +313,41 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             print(note, file=sys.stderr)
         stream = PromptStream(len(prompt_ids), cfg.batch_size, cfg.seed, d.rank, d.world_size)
 
-        models = {"policy": policy} | ({"value": value_module} if value_module is not None else {})
-        optimizers = {"policy": opt_policy} | ({"value": opt_value} if opt_value is not None else {})
-        step, episodes_done = 0, 0
-        if cfg.resume and has_checkpoint(work):
-            state = load_checkpoint(work, models, optimizers)
-            step, episodes_done = state["step"], state["episodes"]
-            stream.load_state(state["prompts"])
-            kl_ctl.load_state(state["kl"])
-            if ptx_batches is not None and state.get("ptx"):
-                ptx_batches.load_state(state["ptx"])
-        if d.is_main:
-            reset_logs(work, step)
+        # each model is clipped over its optimiser's parameters; the value model follows the policy's schedule, scaled
+        parts = {"policy": Part(policy, opt_policy, clip=_params(opt_policy))}
+        if value_module is not None:
+            parts["value"] = Part(value_module, opt_value, clip=_params(opt_value), lr=cfg.value_lr)
+        loop = Loop("ppo-ptx" if ptx_coef > 0 else "ppo", cfg, d, work, parts, cfg.steps, autocast)
+        episodes_done = loop.state.get("episodes", 0)
+        if loop.state:
+            stream.load_state(loop.state["prompts"])
+            kl_ctl.load_state(loop.state["kl"])
+            if ptx_batches is not None and loop.state.get("ptx"):
+                ptx_batches.load_state(loop.state["ptx"])
 
-        ddp_policy, ddp_value = _wrap(policy, d, find_unused=value_head is not None), _wrap(value_module, d)
+        ddp_policy, ddp_value = wrap_ddp(policy, d, find_unused=value_head is not None), wrap_ddp(value_module, d)
         sampler = make_sampler(policy_lm, tok, batch_size=cfg.rollout_batch_size)
-        log = MetricsLogger(work, enabled=d.is_main, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
-                            config=dataclasses.asdict(cfg))
 
         def evaluate(at_step: int) -> dict:
             row: dict[str, Any] = {}
             if eval_records and d.is_main:
                 row.update(gold_eval(policy_lm, tok, world, eval_records, eval_ids, cfg, stop_ids))
             if val_tokens is not None:
-                row["pretrain_val_loss"] = pretrain_val_loss(policy_lm, val_tokens, cfg.val_tokens, dev, autocast)
+                row["pretrain_val_loss"] = heldout_lm_loss(policy_lm, val_tokens, autocast=autocast)
             barrier(d)
             return row
 
-        if step == 0 and d.is_main:
-            log.log(0, policy_params=count_parameters(policy_lm), prompts=len(prompt_ids), ptx_coef=ptx_coef, **evaluate(0))
-        elif step == 0:
+        if loop.step == 0 and d.is_main:
+            loop.log.log(0, policy_params=count_parameters(policy_lm), prompts=len(prompt_ids), ptx_coef=ptx_coef, **evaluate(0))
+        elif loop.step == 0:
             evaluate(0)
 
-        last_stop = min(cfg.steps, cfg.stop_after) if cfg.stop_after > 0 else cfg.steps
-        bar = progress(cfg.steps, "ppo-ptx" if ptx_coef > 0 else "ppo", enabled=d.is_main and cfg.progress, initial=step)
         stop_set = set(stop_ids)
         last_gold = None
-        while step < last_stop:
+        while loop.running:
+            step = loop.step
             t_start = time.time()
+            lr = loop.begin_step()
             # 1. rollouts
             idx = stream.next()
             batch_prompts = [prompt_ids[i] for i in idx]
@@ -409,7 +377,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                                          cfg.forward_batch_size)
                 if scorer is not None:
                     raw_scores = torch.cat([scorer(ep.input_ids[sl, : int(ep.seq_len[sl].max())], ep.seq_len[sl])
-                                            for sl in _chunks(len(idx), cfg.forward_batch_size)])
+                                            for sl in chunks(len(idx), cfg.forward_batch_size)])
                 else:
                     raw_scores = torch.tensor([float(s) for s in reward_fn(batch_prompts, responses)], dtype=torch.float32, device=dev)
             scores = raw_scores.float()
@@ -424,15 +392,11 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             # 3. rewards and advantages
             rewards, kl = rl.kl_penalty_rewards(scores, old_logprobs, ref_logprobs, ep.mask, kl_ctl.beta, cfg.kl_estimator)
             advantages, returns = rl.gae(rewards, old_values, ep.mask, cfg.gamma, cfg.lam)
-            advantages = rl.masked_whiten(advantages, ep.mask, stats=_global_stats(advantages, ep.mask, d))
+            advantages = rl.masked_whiten(advantages, ep.mask, stats=rl.global_stats(advantages, ep.mask, d))
             t_scored = time.time()
 
             # 4. PPO epochs over shuffled minibatches
-            lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, 0.0, "linear" if cfg.lr_schedule == "linear" else "constant")
             value_lr = lr * cfg.value_lr / cfg.lr
-            set_lr(opt_policy, lr)
-            if opt_value is not None:
-                set_lr(opt_value, value_lr)
             gen = torch.Generator().manual_seed(_seed(cfg.seed, step, d.rank) + 1)
             totals: dict[str, float] = {}
             n_updates, B = 0, len(idx)
@@ -441,41 +405,43 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 perm = torch.randperm(B, generator=gen).to(dev)
                 for mb_start in range(0, B, cfg.minibatch_size):
                     mb_rows = perm[mb_start : mb_start + cfg.minibatch_size]
-                    n_tok = _minibatch_tokens(ep.mask[mb_rows], d)  # losses are means over the minibatch's tokens on every rank
+                    n_tok = rl.minibatch_tokens(ep.mask[mb_rows], d)  # losses are means over the minibatch's tokens on every rank
                     mb: dict[str, float] = {}
-                    for k in range(cfg.grad_accum):
-                        rows = mb_rows[k * micro : (k + 1) * micro]
+
+                    def add(**stats: Any) -> None:
+                        for key, val in stats.items():
+                            mb[key] = mb.get(key, 0.0) + float(val)
+
+                    def rl_loss(rows: Any) -> Any:
                         sub = ep.select(rows)
                         m, R = sub.mask, sub.mask.shape[1]
-                        last_value_micro = k == cfg.grad_accum - 1
-                        last_policy_micro = last_value_micro and ptx_batches is None
-                        with _sync(ddp_policy, last_policy_micro), _sync(ddp_value, last_value_micro), \
-                                torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
-                            logprobs, entropy, head_values = ddp_policy(sub.input_ids, sub.gather_pos, sub.response, cfg.temperature)
-                            pg_loss, pg_stats = rl.policy_loss(logprobs, old_logprobs[rows, :R], advantages[rows, :R], m, cfg.clip_range, n_tok)
-                            values = head_values if ddp_value is None else ddp_value(sub.input_ids, sub.gather_pos)
-                            vf_loss, vf_stats = rl.value_loss(values, old_values[rows, :R], returns[rows, :R], m, cfg.value_clip_range, n_tok)
-                            loss = pg_loss + cfg.vf_coef * vf_loss
-                        loss.backward()
-                        for key, val in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", pg_stats["clipfrac"]),
-                                         ("value_clipfrac", vf_stats["clipfrac"]), ("approx_kl", pg_stats["approx_kl"]),
-                                         ("entropy", (entropy * m).sum() / n_tok)):
-                            mb[key] = mb.get(key, 0.0) + float(val.detach())
-                    if ptx_batches is not None:  # PPO-ptx: pretraining gradients accumulated into the same policy update
+                        logprobs, entropy, head_values = ddp_policy(sub.input_ids, sub.gather_pos, sub.response, cfg.temperature)
+                        pg_loss, pg = rl.policy_loss(logprobs, old_logprobs[rows, :R], advantages[rows, :R], m, cfg.clip_range, n_tok)
+                        values = head_values if ddp_value is None else ddp_value(sub.input_ids, sub.gather_pos)
+                        vf_loss, vf = rl.value_loss(values, old_values[rows, :R], returns[rows, :R], m, cfg.value_clip_range, n_tok)
+                        add(policy_loss=pg_loss.detach(), value_loss=vf_loss.detach(), clipfrac=pg["clipfrac"], value_clipfrac=vf["clipfrac"],
+                            approx_kl=pg["approx_kl"], entropy=(entropy * m).sum() / n_tok)
+                        return pg_loss + cfg.vf_coef * vf_loss
+
+                    # PPO-ptx: the pretraining gradients are accumulated into the same policy update, after the RL ones
+                    loop.accumulate((ddp_policy, ddp_value), [mb_rows[k * micro : (k + 1) * micro] for k in range(cfg.grad_accum)],
+                                    rl_loss, hold=(ddp_policy,) if ptx_batches is not None else ())
+                    if ptx_batches is not None:
                         mb["rl_grad_norm"] = _grad_norm(opt_policy)  # before the pretraining term (this rank's, unsynced)
                         ptx_x, ptx_y = (x.to(dev) for x in ptx_batches.next_batch())
-                        parts = list(_chunks(ptx_x.shape[0], math.ceil(ptx_x.shape[0] / cfg.grad_accum)))
-                        for j, sl in enumerate(parts):
-                            with _sync(ddp_policy, j == len(parts) - 1), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
-                                ptx_loss = ddp_policy(ptx_x[sl], ptx_targets=ptx_y[sl])
+
+                        def ptx_loss(sl: slice) -> Any:
+                            loss = ddp_policy(ptx_x[sl], ptx_targets=ptx_y[sl])
                             frac = (sl.stop - sl.start) / ptx_x.shape[0]
-                            (ptx_coef * frac * ptx_loss).backward()
-                            mb["ptx_loss"] = mb.get("ptx_loss", 0.0) + float(ptx_loss.detach()) * frac
-                    where = f"step {step + 1}"
-                    check_finite("loss", all_reduce_mean(mb["policy_loss"] + mb["value_loss"] + mb.get("ptx_loss", 0.0), d), where)
-                    mb["grad_norm"] = _clip_step(policy, opt_policy, cfg.grad_clip, where)
-                    if opt_value is not None:
-                        mb["value_grad_norm"] = _clip_step(value_module, opt_value, cfg.grad_clip, where)
+                            add(ptx_loss=float(loss.detach()) * frac)
+                            return ptx_coef * frac * loss
+
+                        loop.accumulate(ddp_policy, list(chunks(ptx_x.shape[0], math.ceil(ptx_x.shape[0] / cfg.grad_accum))), ptx_loss)
+                    check_finite("loss", all_reduce_mean(mb["policy_loss"] + mb["value_loss"] + mb.get("ptx_loss", 0.0), d), f"step {step + 1}")
+                    norms = loop.update()
+                    mb["grad_norm"] = norms["policy"]
+                    if "value" in norms:
+                        mb["value_grad_norm"] = norms["value"]
                     for key, val in mb.items():
                         totals[key] = totals.get(key, 0.0) + val
                     n_updates += 1
@@ -489,7 +455,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             check_finite("KL", seq_kl, f"step {step + 1}")
             beta_used = kl_ctl.beta
             kl_ctl.update(seq_kl, B * d.world_size)
-            step += 1
+            loop.advance()
+            step = loop.step
             episodes_done += B * d.world_size
             row: dict[str, Any] = {
                 "reward": all_reduce_mean(float(rewards.sum(-1).mean()), d),
@@ -499,8 +466,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 "beta": beta_used,
                 "response_len": all_reduce_mean(float(ep.mask.sum(-1).mean()), d),
                 "finished_frac": all_reduce_mean(float(ep.finished.float().mean()), d),
-                "explained_variance": _global_explained_variance(old_values, returns, ep.mask, d),
-                "value_mean": float(_global_stats(old_values, ep.mask, d)[0]),
+                "explained_variance": rl.global_explained_variance(old_values, returns, ep.mask, d),
+                "value_mean": float(rl.global_stats(old_values, ep.mask, d)[0]),
                 "lr": lr, "value_lr": value_lr, "episodes": episodes_done,
                 "time_sample": t_sampled - t_start, "time_score": t_scored - t_sampled, "time_train": t_trained - t_scored,
             }
@@ -512,20 +479,14 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             if d.is_main and cfg.sample_every > 0 and (step % cfg.sample_every == 0 or step == cfg.steps):
                 _write_samples(work, step, tok, roll, responses, batch_prompts, scores, kl, idx, records, world, stop_ids, cfg.n_samples)
             row["episodes_per_s"] = B * d.world_size / max(time.time() - t_start, 1e-9)
-            log.log(step, **row)
-            bar.set_postfix(score=f"{mean_score:.3f}", kl=f"{seq_kl:.2f}", beta=f"{beta_used:.3g}",
-                            gold=f"{last_gold:.3f}" if last_gold is not None else "-")
-            bar.update(1)
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == last_stop:
-                if d.is_main:
-                    save_checkpoint(work, models, optimizers, {
-                        "step": step, "episodes": episodes_done, "prompts": stream.state(), "kl": kl_ctl.state(),
-                        "ptx": ptx_batches.state() if ptx_batches is not None else None})
-                barrier(d)
-        bar.close()
-        log.close()
-        if step < cfg.steps:  # stopped early on purpose: leave the partial folder and its checkpoint
+            loop.log_step(row, postfix={"score": f"{mean_score:.3f}", "kl": f"{seq_kl:.2f}", "beta": f"{beta_used:.3g}",
+                                        "gold": f"{last_gold:.3f}" if last_gold is not None else "-"})
+            loop.checkpoint({"episodes": episodes_done, "prompts": stream.state(), "kl": kl_ctl.state(),
+                             "ptx": ptx_batches.state() if ptx_batches is not None else None})
+        loop.close()
+        if not loop.finished:  # stopped early on purpose: leave the partial folder and its checkpoint
             return work
+        step = loop.step
         if d.is_main:
             save_model(policy_lm, tok, work)
             if value_module is not None:
@@ -552,85 +513,17 @@ def _seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 4099 + rank * 7919 + 17) % (2**62)
 
 
-def _global_explained_variance(values: Any, returns: Any, mask: Any, d: Any) -> float:
-    """``rl.explained_variance`` over the real tokens of every rank."""
-    var_r = float(_global_stats(returns, mask, d)[1])
-    if var_r == 0.0:
-        return float("nan")
-    return 1.0 - float(_global_stats(returns - values, mask, d)[1]) / var_r
-
-
-def _minibatch_tokens(mask: Any, d: Any) -> Any:
-    """The divisor that makes each rank's summed token loss, once DDP averages the gradients over ranks, the mean over the
-    real tokens of the minibatch on every rank: total tokens / world size (so every token weighs the same, however the
-    response lengths fall across ranks)."""
-    n = mask.sum().double()
-    if d.enabled:
-        import torch.distributed as dist
-
-        dist.all_reduce(n)
-        n = n / d.world_size
-    return n.clamp(min=1.0).to(mask.dtype)
-
-
-def _global_stats(x: Any, mask: Any, d: Any) -> tuple[Any, Any]:
-    """(mean, unbiased var) over the real tokens of every rank."""
-    import torch
-
-    s = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
-    if d.enabled:
-        import torch.distributed as dist
-
-        dist.all_reduce(s)
-    total, sq, n = s.tolist()
-    n = max(n, 1.0)
-    mean = total / n
-    var = max(sq / n - mean * mean, 0.0) * (n / (n - 1) if n > 1 else 1.0)
-    return torch.tensor(mean, device=x.device), torch.tensor(var, device=x.device)
-
-
-def _wrap(module: Any, d: Any, find_unused: bool = False) -> Any:
-    if module is None or not d.enabled:
-        return module
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    return DDP(module, device_ids=[d.local_rank] if d.device.type == "cuda" else None, find_unused_parameters=find_unused)
-
-
-class _sync:
-    """Skip DDP's gradient all-reduce on all but the last backward of an update."""
-
-    def __init__(self, module: Any, last: bool):
-        self.ctx = module.no_sync() if (module is not None and hasattr(module, "no_sync") and not last) else None
-
-    def __enter__(self):
-        if self.ctx is not None:
-            self.ctx.__enter__()
-
-    def __exit__(self, *a):
-        if self.ctx is not None:
-            return self.ctx.__exit__(*a)
-        return False
-
-
-def _with_grad(opt: Any) -> list:
-    """The optimiser's parameters that hold a gradient."""
-    return [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+def _params(opt: Any) -> list:
+    """The optimiser's parameters, in its order."""
+    return [p for g in opt.param_groups for p in g["params"]]
 
 
 def _grad_norm(opt: Any) -> float:
     """The global L2 norm of the gradients the optimiser holds now (no clipping)."""
     import torch
 
-    norms = [p.grad.detach().float().norm() for p in _with_grad(opt)]
+    norms = [p.grad.detach().float().norm() for p in _params(opt) if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-
-
-def _clip_step(module: Any, opt: Any, clip: float, where: str) -> float:
-    """``train.clip_and_step`` on the parameters of ``opt`` that hold a gradient."""
-    from ..train import clip_and_step
-
-    return clip_and_step(_with_grad(opt), opt, clip, where)
 
 
 def _write_samples(work: Path, step: int, tok: Any, roll: Any, responses: list[list[int]], prompts: list[list[int]], scores: Any,

@@ -86,30 +86,6 @@ def validate(cfg: PretrainConfig) -> None:
         raise UserError(f"--d-model ({cfg.d_model}) must divide by --n-heads ({cfg.n_heads}), which must divide by --n-kv-heads ({cfg.n_kv_heads})")
 
 
-def lm_loss(model: Any, inputs: Any, targets: Any, ignore_index: int = -100) -> Any:
-    """Mean next-token cross-entropy over the targets that are not ``ignore_index``."""
-    import torch.nn.functional as F
-
-    logits = model(input_ids=inputs).logits
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
-
-
-def evaluate_loss(model: Any, batches, device: Any, autocast: Any) -> float:
-    """Mean token loss over validation batches (every token counts equally)."""
-    import torch
-
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        for x, y in batches:
-            x, y = x.to(device), y.to(device)
-            loss = lm_loss(model, x, y)
-            total += float(loss) * y.numel()
-            count += y.numel()
-    model.train()
-    return total / max(count, 1)
-
-
 def sample_continuations(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48, seed: int = 0) -> list[dict]:
     from ..sampling import SamplingParams, make_sampler, decode_responses
     from ..tokenizer import stop_token_ids
@@ -123,10 +99,11 @@ def sample_continuations(model: Any, tok: Any, prompts: list[str], max_new_token
 def run(cfg: PretrainConfig) -> Path:
     import torch
 
-    from ..data.corpus import PackedBatches, eval_batches, tokenize_corpus, unigram_entropy
+    from ..data.corpus import PackedBatches, tokenize_corpus, unigram_entropy
+    from ..evaluation import heldout_lm_loss
     from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
     from ..tokenizer import load_tokenizer
-    from ..train import Loop, all_reduce_mean, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
+    from ..train import Loop, Part, all_reduce_mean, lm_loss, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
 
     validate(cfg)
     paths = _paths(cfg)
@@ -157,7 +134,7 @@ def run(cfg: PretrainConfig) -> Path:
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
         batches = PackedBatches(train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed, d.rank, d.world_size)
 
-        loop = Loop("pretrain", cfg, d, work, model, opt, cfg.max_steps, autocast)
+        loop = Loop("pretrain", cfg, d, work, {"model": Part(model, opt)}, cfg.max_steps, autocast)
         if loop.state:
             batches.load_state(loop.state["data"])
         ddp_model = wrap_ddp(model, d)
@@ -188,7 +165,7 @@ def run(cfg: PretrainConfig) -> Path:
             row: dict[str, Any] = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
             last = loop.finished
             if cfg.eval_every and (step % cfg.eval_every == 0 or last):
-                val_loss = all_reduce_mean(evaluate_loss(model, eval_batches(val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches), d.device, autocast), d)
+                val_loss = all_reduce_mean(heldout_lm_loss(model, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches, autocast), d)
                 row.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 50)))
             if d.is_main and ((cfg.sample_every and step % cfg.sample_every == 0) or last):
                 prompts = _sample_prompts(paths["corpus"], tok)

@@ -368,7 +368,7 @@ def run(cfg: RewardConfig) -> Path:
     from ..models import autocast_dtype, enable_residual_dropout, save_model
     from ..reward_model import STATS_FILE, collate, ranking_loss
     from ..tokenizer import load_tokenizer
-    from ..train import Loop, all_reduce_mean, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
+    from ..train import Loop, Part, all_reduce_mean, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
     from . import label as label_stage
 
     paths = _paths(cfg)
@@ -403,7 +403,7 @@ def run(cfg: RewardConfig) -> Path:
         steps_per_epoch = max(1, len(examples) // per_step if d.enabled else math.ceil(len(examples) / per_step))
         total_steps = steps_per_epoch * cfg.epochs
 
-        loop = Loop("rm", cfg, d, work, model, opt, total_steps, autocast)
+        loop = Loop("rm", cfg, d, work, {"model": Part(model, opt)}, total_steps, autocast)
         fwd = wrap_ddp(reward_forward(model), d)
         log = loop.log
         n_pairs = sum(len(p) for _, p in examples)

@@ -278,7 +278,7 @@ def run(cfg: SFTConfig) -> Path:
     from ..data.corpus import PackedBatches, tokenize_corpus
     from ..models import autocast_dtype, count_parameters, enable_residual_dropout, load_causal_lm, resize_for_tokenizer, save_model
     from ..tokenizer import load_tokenizer
-    from ..train import Loop, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
+    from ..train import Loop, Part, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
 
     validate(cfg)
     paths = _paths(cfg)
@@ -345,7 +345,7 @@ def run(cfg: SFTConfig) -> Path:
             ptx_every = max(1, round(cfg.ptx_seq_len * d.world_size / want)) if ptx_rows == 1 else 1
             ptx = PackedBatches(ptx_tokens, cfg.ptx_seq_len, ptx_rows, cfg.seed, d.rank, d.world_size)
 
-        loop = Loop("sft", cfg, d, work, model, opt, total_steps, autocast)
+        loop = Loop("sft", cfg, d, work, {"model": Part(model, opt)}, total_steps, autocast)
         state = loop.state
         step = loop.step
         best, best_step, best_epoch = state.get("best"), state.get("best_step", 0), state.get("best_epoch", 0)
