@@ -112,7 +112,8 @@ def load_sequence_classifier(path: str, device: Any) -> Any:
 
 
 def no_dropout(model: Any) -> Any:
-    """Dropout off (RECIPE: in policy, reference, value and reward models alike); eval mode stays on during training."""
+    """Dropout off, in the policy, reference, value and reward models alike (Ziegler et al. 2019; Huang et al., "The N
+    implementation details of RLHF with PPO"); eval mode stays on during training."""
     for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
         if hasattr(model.config, name) and isinstance(getattr(model.config, name), float):
             setattr(model.config, name, 0.0)

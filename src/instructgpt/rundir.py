@@ -91,7 +91,7 @@ def is_complete(out: str | Path) -> bool:
 
 
 def has_checkpoint(folder: str | Path) -> bool:
-    """A stage's working folder holds a resumable checkpoint (written by ``train.save_checkpoint``).
+    """A stage's working folder holds a resumable checkpoint (written by ``checkpoint.save_checkpoint``).
 
     A process killed between the two renames of a checkpoint swap leaves the previous one as ``checkpoint.old`` and no
     ``checkpoint``: it is put back in place here, so the stage resumes from it."""

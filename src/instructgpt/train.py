@@ -1,7 +1,6 @@
 """What every training loop shares: distributed setup, optimiser, learning-rate schedule, checkpoints, metrics, progress.
 
-Checkpoints hold no pickles: model and optimiser tensors go to safetensors files, everything else (step, data position,
-RNG states, scheduler and controller state) to JSON, so resuming continues exactly where training stopped.
+The loop's checkpoints (``checkpoint.py``) resume exactly where training stopped.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -195,127 +193,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-def _rng_state() -> tuple[dict, dict]:
-    import torch
-
-    tensors = {"torch_cpu_rng": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda_rng_{i}"] = s
-    py = random.getstate()
-    np_state = np.random.get_state()
-    return tensors, {
-        "python_rng": [py[0], list(py[1]), py[2]],
-        "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-    }
-
-
-def _set_rng_state(tensors: dict, meta: dict) -> None:
-    import torch
-
-    torch.set_rng_state(tensors["torch_cpu_rng"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_rng_"))]
-        if states:
-            torch.cuda.set_rng_state_all(states)
-    v, s, g = meta["python_rng"]
-    random.setstate((v, tuple(s), g))
-    a, keys, pos, has_gauss, cached = meta["numpy_rng"]
-    np.random.set_state((a, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-def _optimizer_tensors(optimizer: Any) -> tuple[dict, dict]:
-    import torch
-
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{pid}.{k}"] = v.detach().contiguous().cpu()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _load_optimizer(optimizer: Any, tensors: dict, meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    for key, v in meta["scalars"].items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def save_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict[str, Any], state: dict) -> Path:
-    """Write a checkpoint atomically: ``<folder>/checkpoint`` is replaced only once the new one is complete."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    tmp = folder / "checkpoint.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for name, model in models.items():
-        m = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
-        sd = {k: v.detach().contiguous().cpu() for k, v in m.state_dict().items()}
-        _save_shared_safe(save_file, sd, tmp / f"{name}.safetensors")
-    meta: dict[str, Any] = {"state": state, "optimizers": {}}
-    for name, opt in optimizers.items():
-        tensors, ometa = _optimizer_tensors(opt)
-        save_file(tensors, str(tmp / f"optimizer-{name}.safetensors"))
-        meta["optimizers"][name] = ometa
-    rng_t, rng_meta = _rng_state()
-    save_file(rng_t, str(tmp / "rng.safetensors"))
-    meta["rng"] = rng_meta
-    (tmp / "state.json").write_text(json.dumps(meta))
-    from .rundir import swap_in
-
-    return swap_in(tmp, folder / "checkpoint")
-
-
-def _save_shared_safe(save_file: Any, sd: dict, path: Path) -> None:
-    # Tied weights share storage; safetensors refuses shared tensors, so store one copy of each storage.
-    seen: dict[int, str] = {}
-    out, aliases = {}, {}
-    for k, v in sd.items():
-        ptr = v.untyped_storage().data_ptr()
-        if ptr in seen and v.shape == out[seen[ptr]].shape:
-            aliases[k] = seen[ptr]
-        else:
-            seen[ptr] = k
-            out[k] = v.clone() if k in out else v
-    save_file(out, str(path), metadata={"aliases": json.dumps(aliases)})
-
-
-def load_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict[str, Any], restore_rng: bool = True) -> dict:
-    """Restore models, optimisers and RNG from ``<folder>/checkpoint``; returns the saved ``state`` dict."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    ck = Path(folder) / "checkpoint"
-    if not (ck / "state.json").is_file():
-        raise UserError(f"no checkpoint to resume from in {folder}")
-    meta = json.loads((ck / "state.json").read_text())
-    for name, model in models.items():
-        path = ck / f"{name}.safetensors"
-        sd = load_file(str(path))
-        with safe_open(str(path), "pt") as f:
-            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
-        for k, src in aliases.items():
-            sd[k] = sd[src]
-        m = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
-        m.load_state_dict(sd)
-    for name, opt in optimizers.items():
-        _load_optimizer(opt, load_file(str(ck / f"optimizer-{name}.safetensors")), meta["optimizers"][name])
-    if restore_rng:
-        _set_rng_state(load_file(str(ck / "rng.safetensors")), meta["rng"])
-    return meta["state"]
-
-
 # ---------------------------------------------------------------------------------------------- metrics and progress
 class MetricsLogger:
     """Appends one JSON object per step to ``metrics.jsonl``; mirrors to TensorBoard and wandb when available and asked for."""
@@ -443,19 +320,6 @@ def lm_loss(model: Any, inputs: Any, targets: Any, ignore_index: int = -100, red
                            reduction=reduction)
 
 
-def clip_and_step(params: list, opt: Any, clip: float, where: str) -> float:
-    """The optimiser step of every trainer: the global gradient norm (clipped to ``clip`` when > 0), refused when it is
-    not finite (nothing is updated; the stage stops and keeps its last good checkpoint), then step and zero the
-    gradients. Returns the norm before clipping."""
-    import torch
-
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")))
-    check_finite("gradient norm", grad_norm, where)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return grad_norm
-
-
 def check_finite(name: str, value: float, where: str) -> None:
     if not math.isfinite(value):
         raise UserError(f"{name} became {value} at {where}; stopped, the last good checkpoint is kept (try a lower --lr)")
@@ -509,6 +373,8 @@ class Loop:
         self.total_steps, self.autocast = int(total_steps), autocast
         self.step, self.state = 0, {}
         if cfg.resume and has_checkpoint(self.work):
+            from .checkpoint import load_checkpoint
+
             self.state = load_checkpoint(self.work, self._models(), self._optimizers())
             self.step = int(self.state["step"])
         if d.is_main:
@@ -565,11 +431,19 @@ class Loop:
                     loss.backward()
 
     def update(self) -> dict[str, float]:
-        """Clip (when ``grad_clip`` > 0) and step every part, zero their gradients; returns each part's gradient norm
-        before clipping. A norm that is not finite stops the stage before anything is updated."""
-        where = f"step {self.step + 1}"
-        return {k: clip_and_step(list(p.model.parameters()) if p.clip is None else p.clip, p.opt, self.cfg.grad_clip, where)
-                for k, p in self.parts.items()}
+        """Clip (when ``grad_clip`` > 0) and step every part, zero their gradients; returns each part's global gradient
+        norm before clipping. A norm that is not finite stops the stage before any part is updated."""
+        import torch
+
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        norms = {k: float(torch.nn.utils.clip_grad_norm_(list(p.model.parameters()) if p.clip is None else p.clip, clip))
+                 for k, p in self.parts.items()}
+        for k, norm in norms.items():
+            check_finite("gradient norm" if len(norms) == 1 else f"{k} gradient norm", norm, f"step {self.step + 1}")
+        for p in self.parts.values():
+            p.opt.step()
+            p.opt.zero_grad(set_to_none=True)
+        return norms
 
     def advance(self) -> None:
         """Count the step as done."""
@@ -595,6 +469,8 @@ class Loop:
         every = self.cfg.checkpoint_every
         if force or (every and self.step % every == 0) or self.step == self.stop_at:
             if self.d.is_main:
+                from .checkpoint import save_checkpoint
+
                 save_checkpoint(self.work, self._models(), self._optimizers(), {"step": self.step, **(state or {})})
             barrier(self.d)
 

@@ -1,0 +1,135 @@
+"""Training checkpoints with no pickles: model and optimiser tensors go to safetensors files, everything else (step, data
+position, RNG states, scheduler and controller state) to JSON, so resuming continues exactly where training stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+
+def _rng_state() -> tuple[dict, dict]:
+    import torch
+
+    tensors = {"torch_cpu_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_rng_{i}"] = s
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return tensors, {
+        "python_rng": [py[0], list(py[1]), py[2]],
+        "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+
+
+def _set_rng_state(tensors: dict, meta: dict) -> None:
+    import torch
+
+    torch.set_rng_state(tensors["torch_cpu_rng"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_rng_"))]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    v, s, g = meta["python_rng"]
+    random.setstate((v, tuple(s), g))
+    a, keys, pos, has_gauss, cached = meta["numpy_rng"]
+    np.random.set_state((a, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _optimizer_tensors(optimizer: Any) -> tuple[dict, dict]:
+    import torch
+
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(optimizer: Any, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict[str, Any], state: dict) -> Path:
+    """Write a checkpoint atomically: ``<folder>/checkpoint`` is replaced only once the new one is complete."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder / "checkpoint.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name, model in models.items():
+        m = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
+        sd = {k: v.detach().contiguous().cpu() for k, v in m.state_dict().items()}
+        _save_shared_safe(save_file, sd, tmp / f"{name}.safetensors")
+    meta: dict[str, Any] = {"state": state, "optimizers": {}}
+    for name, opt in optimizers.items():
+        tensors, ometa = _optimizer_tensors(opt)
+        save_file(tensors, str(tmp / f"optimizer-{name}.safetensors"))
+        meta["optimizers"][name] = ometa
+    rng_t, rng_meta = _rng_state()
+    save_file(rng_t, str(tmp / "rng.safetensors"))
+    meta["rng"] = rng_meta
+    (tmp / "state.json").write_text(json.dumps(meta))
+    from .rundir import swap_in
+
+    return swap_in(tmp, folder / "checkpoint")
+
+
+def _save_shared_safe(save_file: Any, sd: dict, path: Path) -> None:
+    # Tied weights share storage; safetensors refuses shared tensors, so store one copy of each storage.
+    seen: dict[int, str] = {}
+    out, aliases = {}, {}
+    for k, v in sd.items():
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen and v.shape == out[seen[ptr]].shape:
+            aliases[k] = seen[ptr]
+        else:
+            seen[ptr] = k
+            out[k] = v.clone() if k in out else v
+    save_file(out, str(path), metadata={"aliases": json.dumps(aliases)})
+
+
+def load_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict[str, Any], restore_rng: bool = True) -> dict:
+    """Restore models, optimisers and RNG from ``<folder>/checkpoint``; returns the saved ``state`` dict."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    ck = Path(folder) / "checkpoint"
+    if not (ck / "state.json").is_file():
+        raise UserError(f"no checkpoint to resume from in {folder}")
+    meta = json.loads((ck / "state.json").read_text())
+    for name, model in models.items():
+        path = ck / f"{name}.safetensors"
+        sd = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        for k, src in aliases.items():
+            sd[k] = sd[src]
+        m = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
+        m.load_state_dict(sd)
+    for name, opt in optimizers.items():
+        _load_optimizer(opt, load_file(str(ck / f"optimizer-{name}.safetensors")), meta["optimizers"][name])
+    if restore_rng:
+        _set_rng_state(load_file(str(ck / "rng.safetensors")), meta["rng"])
+    return meta["state"]
