@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from .config import StageConfig, build_config, field
 from .errors import UserError
-from .rundir import COMPLETE_MARKER, STAGES, file_lock, is_complete, partial_path, read_host, read_timings
+from .rundir import COMPLETE_MARKER, HOST_FILE, LOCK_FILE, LOGS_FOLDER, RUN_FILE, STAGES, TIMINGS_FILE, file_lock, in_run, is_complete, partial_path, read_host, read_timings
 from .seeds import parse_seeds
 
 
@@ -55,9 +55,9 @@ def stage_config(name: str, cls: type, cfg: RunConfig, run_dir: Path) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     wiring: dict[str, Any] = {"run": str(run_dir), "seed": cfg.seed, "resume": True, "device": cfg.device}
     if name == "ppo":
-        wiring.update(out=str(run_dir / "ppo"), ptx_coef=0.0)
+        wiring.update(out=str(in_run(run_dir, "ppo")), ptx_coef=0.0)
     elif name == "ppo-ptx":
-        wiring["out"] = str(run_dir / "ppo-ptx")
+        wiring["out"] = str(in_run(run_dir, "ppo_ptx"))
         if getattr(sub, "ptx_coef", 0) <= 0:
             raise UserError("config [ppo_ptx]: ptx_coef must be > 0 for the PPO-ptx stage")
     elif "out" in names:
@@ -99,7 +99,7 @@ def record_host(run_dir: Path, device: str = "auto") -> dict:
     entry = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": dev.type, "dtype": str(dtype).replace("torch.", ""),
              "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
              "matmul_gflops": round(matmul_peak(dev, dtype, n=1024, seconds=1.0) / 1e9, 1)}
-    (run_dir / "host.json").write_text(json.dumps(read_host(run_dir) + [entry], indent=1))
+    (run_dir / HOST_FILE).write_text(json.dumps(read_host(run_dir) + [entry], indent=1))
     return entry
 
 
@@ -170,7 +170,7 @@ def _side_by_side(group: list[tuple[str, Any, Any]], run_dir: Path, timings: dic
     import torch
 
     threads = max(1, torch.get_num_threads() // len(group))
-    logs = run_dir / "logs"
+    logs = run_dir / LOGS_FOLDER
     logs.mkdir(exist_ok=True)
     ctx = mp.get_context("spawn")
     procs, t_group = {}, time.time()  # the group's clock starts before the first child's
@@ -253,7 +253,7 @@ def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int]) -> Path:
     then the evaluation over seeds in ``<run>/eval/``."""
     from .seeds import seed_folder, wall_time, write_aggregate
 
-    meta_path = run_dir / "run.json"
+    meta_path = run_dir / RUN_FILE
     meta = {"preset": cfg.preset, "seeds": seeds}
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
@@ -272,7 +272,7 @@ def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int]) -> Path:
             meta_path.write_text(json.dumps(meta))
     if cfg.stop_after and cfg.stop_after != "eval":
         return run_dir
-    out = write_aggregate([seed_folder(run_dir, s) for s in seeds], run_dir / "eval")
+    out = write_aggregate([seed_folder(run_dir, s) for s in seeds], in_run(run_dir, "eval"))
     per_seed = ", ".join(f"seed {s} {_fmt_time(wall_time(read_timings(seed_folder(run_dir, s))))}" for s in seeds)
     print(f"igpt run: {len(seeds)} seeds done in {_fmt_time(time.time() - t0)} (this invocation; stage times {per_seed}); "
           f"report: {out / 'report.html'}", file=sys.stderr)
@@ -282,7 +282,7 @@ def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int]) -> Path:
 def _exclusive(run_dir: Path):
     """Hold ``<run>/.igpt-run.lock`` while the pipeline works there, so a second ``igpt run`` on the same folder stops at
     once instead of training into the same partial folders (released by the OS if the process dies)."""
-    return file_lock(run_dir / ".igpt-run.lock", lambda owner: f"{run_dir} is in use by another igpt run (pid {owner}); "
+    return file_lock(run_dir / LOCK_FILE, lambda owner: f"{run_dir} is in use by another igpt run (pid {owner}); "
                      "wait for it to finish or use another --run folder")
 
 
@@ -298,7 +298,7 @@ def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
 
 
 def _run(cfg: RunConfig, run_dir: Path, configs: list[tuple[str, Any, Any]]) -> Path:
-    meta_path = run_dir / "run.json"
+    meta_path = run_dir / RUN_FILE
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     if old is not None and "seeds" in old:
         raise UserError(f"{run_dir} holds a run over seeds {old['seeds']}: pass --seeds {','.join(map(str, old['seeds']))} (or use another --run folder)")
@@ -306,7 +306,7 @@ def _run(cfg: RunConfig, run_dir: Path, configs: list[tuple[str, Any, Any]]) -> 
         raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}; use another --run folder")
     if old is None:
         meta_path.write_text(json.dumps({"preset": cfg.preset, "seed": cfg.seed}))
-    timings_path = run_dir / "timings.json"
+    timings_path = run_dir / TIMINGS_FILE
     timings: dict[str, float] = read_timings(run_dir)
     host = record_host(run_dir, cfg.device)
     total0 = time.time()
@@ -333,7 +333,7 @@ def _run(cfg: RunConfig, run_dir: Path, configs: list[tuple[str, Any, Any]]) -> 
             _stage_done(run_dir, name, time.time() - t0, timings, timings_path)
         if name == cfg.stop_after:
             break
-    results = run_dir / "eval" / "results.json"
+    results = in_run(run_dir, "eval", "results.json")
     if results.is_file() and not cfg.stop_after and not eval_ran:  # evaluation prints its table when it runs
         from .report.text import format_table
 

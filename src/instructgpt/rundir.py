@@ -65,6 +65,26 @@ RUN_MODELS = (
 PROMPTED = RunModel("pretrained_prompted", "pretrain", "pretrained", "GPT prompted", "#6c7a89")
 
 
+# files of the run that are not a stage's output
+RUN_FILE = "run.json"  # the run's preset and seeds
+HOST_FILE = "host.json"  # the machine's speed at each igpt run
+TIMINGS_FILE = "timings.json"  # wall seconds per stage
+LOGS_FOLDER = "logs"  # each stage's output
+LOCK_FILE = ".igpt-run.lock"  # held by the igpt run working in the folder
+CACHE_FOLDER = ".cache"  # tokenised corpora
+STORE_FILE = "comparisons.sqlite"  # the comparison store, in the label stage's folder
+TOKENS_FILE = "tokens.json"  # the web labellers' access tokens, beside the store
+
+
+def in_run(run: str | Path, stage: str, *parts: str) -> Path:
+    """``<run>/<the stage's folder>/<parts>``: the stage named as in ``STAGES`` (its table: ``label`` is the folder
+    ``comparisons``, ``ppo_ptx`` the folder ``ppo-ptx``)."""
+    folders = {s.table: s.folder for s in STAGES}
+    if stage not in folders:
+        raise KeyError(f"no stage {stage!r} in the run layout")
+    return Path(run, folders[stage], *parts)
+
+
 def table_models() -> list[RunModel]:
     """Every model results.json may hold for a run, in the order of the report's tables (the prompted baseline beside
     the pretrained model)."""
@@ -103,7 +123,7 @@ def has_checkpoint(folder: str | Path) -> bool:
 
 def read_host(run_dir: str | Path | None) -> list:
     """The machine speeds ``igpt run`` recorded in ``<run>/host.json`` (one entry per invocation; [] if none or unreadable)."""
-    path = Path(run_dir) / "host.json" if run_dir is not None else None
+    path = Path(run_dir) / HOST_FILE if run_dir is not None else None
     if path is None or not path.is_file():
         return []
     try:
@@ -115,7 +135,7 @@ def read_host(run_dir: str | Path | None) -> list:
 
 def read_timings(run_dir: str | Path | None) -> dict:
     """Wall seconds per stage that ``igpt run`` recorded in ``<run>/timings.json`` ({} if none)."""
-    path = Path(run_dir) / "timings.json" if run_dir is not None else None
+    path = Path(run_dir) / TIMINGS_FILE if run_dir is not None else None
     if path is None or not path.is_file():
         return {}
     try:
@@ -279,25 +299,3 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-class RunDir:
-    """Paths of a pipeline run's stage folders."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    def __truediv__(self, name: str) -> Path:
-        return self.root / name
-
-    def stage(self, name: str) -> Path:
-        return self.root / name
-
-    def done(self, name: str) -> bool:
-        return is_complete(self.root / name)
-
-    def require(self, name: str, hint: str) -> Path:
-        p = self.root / name
-        if not is_complete(p):
-            raise UserError(f"{p} is missing or incomplete; {hint}")
-        return p

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import UserError
 from .evaluation import wilson_interval
-from .rundir import RUN_MODELS
+from .rundir import RUN_MODELS, in_run
 
 SCHEMA_VERSION = 1
 Z95 = 1.959964
@@ -215,7 +215,7 @@ def aggregate(per_seed: list[dict], seeds: list[int], runs: list[str]) -> dict:
 
 
 def read_results(run: Path) -> dict:
-    path = Path(run) / "eval" / "results.json"
+    path = in_run(run, "eval", "results.json")
     if not path.is_file():
         raise UserError(f"{path} not found: evaluate that run first (igpt eval --run {run})")
     try:

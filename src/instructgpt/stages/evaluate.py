@@ -25,7 +25,7 @@ from ..evaluation import heldout_ids, heldout_lm_loss, mean, paired_gain, probe_
 from ..report.text import format_table
 from ..models import check_model_ref
 from ..rundir import (
-    PROMPTED, RUN_MODELS, begin_output, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
+    PROMPTED, RUN_FILE, RUN_MODELS, begin_output, in_run, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
 )
 
 RESULTS_SCHEMA_VERSION = 1
@@ -126,11 +126,11 @@ def _rate(flags: list[dict], key: str) -> float:
 
 def run(cfg: EvalConfig) -> Path:
     run_dir = Path(cfg.run) if cfg.run else None
-    out = Path(cfg.out) if cfg.out else (run_dir / "eval" if run_dir else None)
+    out = Path(cfg.out) if cfg.out else (in_run(run_dir, "eval") if run_dir else None)
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
     seed_runs = [Path(p) for p in cfg.seed_runs]
-    if not seed_runs and run_dir is not None and not (run_dir / "sft").exists():  # igpt run --seeds: its seed-N/ folders
+    if not seed_runs and run_dir is not None and not in_run(run_dir, "sft").exists():  # igpt run --seeds: its seed-N/ folders
         seed_runs = sorted((p for p in run_dir.glob("seed-*") if p.is_dir() and p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
     if seed_runs:
         from ..seeds import write_aggregate
@@ -150,14 +150,14 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
     from ..sampling import load_model
 
     world = None
-    if run_dir is not None and (run_dir / "world" / "world.json").is_file():
+    if run_dir is not None and in_run(run_dir, "world", "world.json").is_file():
         from ..world import World
 
-        world = World.load(run_dir / "world")
+        world = World.load(in_run(run_dir, "world"))
     if world is None and not cfg.prompts:
         raise UserError("without a built-in world in the run, give --prompts FILE of held-out prompts")
     cands = _candidates(cfg, run_dir)
-    rm_path = run_dir / "rm" if run_dir is not None and is_complete(run_dir / "rm") else None
+    rm_path = in_run(run_dir, "rm") if run_dir is not None and is_complete(in_run(run_dir, "rm")) else None
     if world is None and rm_path is None:
         raise UserError("without a world the reward model judges, but the run has no complete rm/ folder")
     work = begin_output(out, overwrite=cfg.overwrite, resume=False)
@@ -374,7 +374,7 @@ def _reward_model_summary(run: Path | None) -> dict:
     summary: dict[str, Any] = {k: None for k in keys}
     if run is None:
         return summary
-    for row in _read_jsonl(run / "rm" / "metrics.jsonl"):
+    for row in _read_jsonl(in_run(run, "rm", "metrics.jsonl")):
         for k in keys:
             if row.get(k) is not None:
                 summary[k] = row[k]
@@ -395,6 +395,6 @@ def _curves(run: Path | None) -> dict:
 
 def _run_config(run: Path | None, cfg: EvalConfig) -> dict:
     info: dict[str, Any] = {"seed": cfg.seed, "eval": dataclasses.asdict(cfg)}
-    if run is not None and (run / "run.json").is_file():
-        info.update(json.loads((run / "run.json").read_text()))
+    if run is not None and (run / RUN_FILE).is_file():
+        info.update(json.loads((run / RUN_FILE).read_text()))
     return info

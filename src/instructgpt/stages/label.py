@@ -27,9 +27,8 @@ from typing import Any, ClassVar
 
 from ..config import StageConfig, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, finish_output, is_complete, own_output, partial_path
+from ..rundir import STORE_FILE, begin_output, finish_output, in_run, is_complete, own_output, partial_path
 
-STORE_FILE = "comparisons.sqlite"
 # The policy's own distribution, as InstructGPT's comparisons were of its models' outputs: of K = 6 responses, four SFT
 # samples at temperature 1 (what PPO samples) and two at 0.7 (what the evaluation samples). A spec listed twice gets
 # twice the slots.
@@ -259,10 +258,10 @@ class ResponseSampler:
 # ---------------------------------------------------------------------------------------------- the stage
 def _paths(cfg: LabelConfig) -> dict[str, Any]:
     run = Path(cfg.run) if cfg.run else None
-    out = Path(cfg.out) if cfg.out else (run / "comparisons" if run else None)
+    out = Path(cfg.out) if cfg.out else (in_run(run, "label") if run else None)
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
-    world = Path(cfg.world) if cfg.world else (run / "world" if run else None)
+    world = Path(cfg.world) if cfg.world else (in_run(run, "world") if run else None)
     if world is None:
         raise UserError("--world: give the world folder (or --run)")
     return {"run": run, "out": out, "world": world}

@@ -33,7 +33,7 @@ from ..config import TrainConfig, field, save_config
 from ..episodes import PromptStream, batched, build_episodes, chunks, encode_records, truncate_after_stop
 from ..errors import UserError
 from ..policy import RewardScorer, build_value_module, load_sequence_classifier, no_dropout, policy_module, sequence_logprobs
-from ..rundir import begin_output, check_output, finish_output, partial_path
+from ..rundir import CACHE_FOLDER, begin_output, check_output, finish_output, in_run, partial_path
 
 # PPO-ptx's default pretraining-loss coefficient gamma. InstructGPT used 27.8 with its own loss scaling (and 175B
 # models). With our per-token mean losses and whitened advantages the policy-gradient norm is ~1.5 on the default
@@ -145,22 +145,22 @@ def resolve_paths(cfg: PPOConfig, have_reward_fn: bool = False) -> dict[str, Any
     """Where every input comes from and where the output goes; errors name the missing option."""
     run = Path(cfg.run) if cfg.run else None
     ptx = cfg.ptx_coef > 0
-    out = Path(cfg.out) if cfg.out else (run / ("ppo-ptx" if ptx else "ppo") if run else None)
+    out = Path(cfg.out) if cfg.out else (in_run(run, "ppo_ptx" if ptx else "ppo") if run else None)
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
-    policy = cfg.policy or (str(run / "sft") if run else "")
+    policy = cfg.policy or (str(in_run(run, "sft")) if run else "")
     if not policy:
         raise UserError("--policy: give the SFT model folder (or --run)")
     if not Path(policy).exists() and Path(policy).is_absolute():
         raise UserError(f"--policy: {policy} does not exist (run igpt sft first)")
-    if run and not cfg.policy and not (run / "sft").is_dir():
-        raise UserError(f"{run / 'sft'} is missing; run igpt sft first (or give --policy)")
-    reward = cfg.reward_model or (str(run / "rm") if run and (run / "rm").is_dir() else "")
+    if run and not cfg.policy and not in_run(run, "sft").is_dir():
+        raise UserError(f"{in_run(run, 'sft')} is missing; run igpt sft first (or give --policy)")
+    reward = cfg.reward_model or (str(in_run(run, "rm")) if run and in_run(run, "rm").is_dir() else "")
     if not reward and not have_reward_fn:
         raise UserError("--reward-model: give a reward-model folder (or --run with rm/ in it)")
     if reward and not Path(reward).exists():
         raise UserError(f"--reward-model: {reward} does not exist (run igpt rm first)")
-    world = cfg.world or (str(run / "world") if run and (run / "world" / "world.json").is_file() else "")
+    world = cfg.world or (str(in_run(run, "world")) if run and in_run(run, "world", "world.json").is_file() else "")
     if world and not (Path(world) / "world.json").is_file():
         raise UserError(f"--world: {world} is not a world folder (no world.json)")
     if not cfg.prompts and not world:
@@ -169,7 +169,7 @@ def resolve_paths(cfg: PPOConfig, have_reward_fn: bool = False) -> dict[str, Any
     if ptx and not corpus:
         raise UserError("--ptx-corpus: PPO-ptx (--ptx-coef > 0, the default) needs a pretraining corpus; give --ptx-corpus "
                         "(or --run/--world with the built-in world), or --ptx-coef 0 for plain PPO")
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / ".cache") if run else out.parent / ".cache")
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / CACHE_FOLDER) if run else out.parent / CACHE_FOLDER)
     return {"out": out, "policy": policy, "reward": reward, "value": cfg.value_model or reward, "world": world, "corpus": corpus,
             "cache": cache}
 

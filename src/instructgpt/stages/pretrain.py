@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from ..config import TrainConfig, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, partial_path
+from ..rundir import CACHE_FOLDER, begin_output, check_output, finish_output, in_run, partial_path
 
 
 @dataclasses.dataclass
@@ -68,16 +68,16 @@ class PretrainConfig(TrainConfig):
 
 def _paths(cfg: PretrainConfig) -> dict[str, Any]:
     run = Path(cfg.run) if cfg.run else None
-    out = Path(cfg.out) if cfg.out else (run / "pretrain" if run else None)
+    out = Path(cfg.out) if cfg.out else (in_run(run, "pretrain") if run else None)
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
-    corpus = cfg.corpus or (str(run / "world") if run else "")
+    corpus = cfg.corpus or (str(in_run(run, "world")) if run else "")
     if not corpus:
         raise UserError("--corpus: give a corpus (or --run with a world in it)")
-    tokenizer = cfg.tokenizer or (cfg.model if cfg.model else (str(run / "tokenizer") if run else ""))
+    tokenizer = cfg.tokenizer or (cfg.model if cfg.model else (str(in_run(run, "tokenizer")) if run else ""))
     if not tokenizer:
         raise UserError("--tokenizer: give a tokenizer folder (or --run, or --model)")
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / ".cache") if run else out.parent / ".cache")
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / CACHE_FOLDER) if run else out.parent / CACHE_FOLDER)
     return {"out": out, "corpus": corpus, "tokenizer": tokenizer, "cache": cache}
 
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from ..config import TrainConfig, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, partial_path
+from ..rundir import STORE_FILE, begin_output, check_output, finish_output, in_run, partial_path
 
 PAPER = {"accuracy_train_labelers": 0.724, "accuracy_heldout_labelers": 0.696, "labeler_agreement": 0.726}
 
@@ -70,18 +70,18 @@ class RewardConfig(TrainConfig):
 # ---------------------------------------------------------------------------------------------- inputs
 def _paths(cfg: RewardConfig) -> dict[str, Any]:
     run = Path(cfg.run) if cfg.run else None
-    out = Path(cfg.out) if cfg.out else (run / "rm" if run else None)
+    out = Path(cfg.out) if cfg.out else (in_run(run, "rm") if run else None)
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
-    model = cfg.model or (str(run / "sft") if run else "")
+    model = cfg.model or (str(in_run(run, "sft")) if run else "")
     if not model:
         raise UserError("--model: give the backbone model (or --run with an sft model in it)")
-    if run and not cfg.model and not (run / "sft" / "config.json").is_file():
-        raise UserError(f"{run / 'sft'} is missing: run igpt sft first, or pass --model")
-    data = list(cfg.data) or ([str(run / "comparisons" / "comparisons.sqlite")] if run else [])
+    if run and not cfg.model and not in_run(run, "sft", "config.json").is_file():
+        raise UserError(f"{in_run(run, 'sft')} is missing: run igpt sft first, or pass --model")
+    data = list(cfg.data) or ([str(in_run(run, "label", STORE_FILE))] if run else [])
     if not data:
         raise UserError("--data: give comparison files or a comparisons.sqlite (or --run)")
-    world = Path(cfg.world) if cfg.world else (run / "world" if run and (run / "world").exists() else None)
+    world = Path(cfg.world) if cfg.world else (in_run(run, "world") if run and in_run(run, "world").exists() else None)
     return {"out": out, "model": model, "data": data, "world": world}
 
 

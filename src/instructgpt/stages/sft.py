@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from ..config import TrainConfig, field, save_config
 from ..data.chat import FORMATS
 from ..errors import UserError
-from ..rundir import begin_output, check_output, finish_output, partial_path
+from ..rundir import CACHE_FOLDER, begin_output, check_output, finish_output, in_run, partial_path
 
 
 @dataclasses.dataclass
@@ -74,17 +74,17 @@ class SFTConfig(TrainConfig):
 
 def _paths(cfg: SFTConfig) -> dict[str, Any]:
     run = Path(cfg.run) if cfg.run else None
-    out = Path(cfg.out) if cfg.out else (run / "sft" if run else None)
+    out = Path(cfg.out) if cfg.out else (in_run(run, "sft") if run else None)
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
-    model = cfg.model or (str(run / "pretrain") if run else "")
+    model = cfg.model or (str(in_run(run, "pretrain")) if run else "")
     if not model:
         raise UserError("--model: give the model to fine-tune (or --run with a pretrain/ folder)")
-    data = cfg.data or (str(run / "world") if run else "")
+    data = cfg.data or (str(in_run(run, "world")) if run else "")
     if not data:
         raise UserError("--data: give a demonstrations file (or --run with a world)")
-    ptx = cfg.ptx_corpus or (str(run / "world") if run else "")
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / ".cache") if run else out.parent / ".cache")
+    ptx = cfg.ptx_corpus or (str(in_run(run, "world")) if run else "")
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ((run / CACHE_FOLDER) if run else out.parent / CACHE_FOLDER)
     return {"out": out, "model": model, "data": data, "ptx": ptx, "cache": cache}
 
 

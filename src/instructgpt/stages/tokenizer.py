@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from ..config import StageConfig, field, save_config
 from ..errors import UserError
-from ..rundir import begin_output, finish_output, own_output
+from ..rundir import begin_output, finish_output, in_run, own_output
 
 
 @dataclasses.dataclass
@@ -29,8 +29,8 @@ class TokenizerConfig(StageConfig):
 
 
 def resolve_paths(cfg: TokenizerConfig) -> tuple[str, Path]:
-    corpus = cfg.corpus or (str(Path(cfg.run) / "world") if cfg.run else "")
-    out = Path(cfg.out) if cfg.out else (Path(cfg.run) / "tokenizer" if cfg.run else None)
+    corpus = cfg.corpus or (str(in_run(cfg.run, "world")) if cfg.run else "")
+    out = Path(cfg.out) if cfg.out else (in_run(cfg.run, "tokenizer") if cfg.run else None)
     if not corpus:
         raise UserError("--corpus: give a corpus (or --run with a world in it)")
     if out is None:

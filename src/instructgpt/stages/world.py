@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from ..config import StageConfig, field
 from ..errors import UserError
+from ..rundir import in_run
 from ..world.core import CARELESS_SHARE
 
 
@@ -29,7 +30,7 @@ class WorldConfig(StageConfig):
 def run(cfg: WorldConfig) -> Path:
     from ..world.commands import world_command
 
-    out = cfg.out or (str(Path(cfg.run) / "world") if cfg.run else "")
+    out = cfg.out or (str(in_run(cfg.run, "world")) if cfg.run else "")
     if not out:
         raise UserError("--out: give an output folder (or --run)")
     import json

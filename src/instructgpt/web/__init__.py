@@ -69,16 +69,17 @@ def serve(
     Raises ``instructgpt.errors.UserError`` for a missing run folder, a bad tokens file or a bad model entry.
     """
     from instructgpt.errors import UserError
+    from instructgpt.rundir import STORE_FILE, TOKENS_FILE, in_run, partial_path
 
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"--run {run_dir}: not a directory")
-    comparisons = run / "comparisons"
+    comparisons = in_run(run, "label")
     if not comparisons.is_dir():
         # igpt label owns <run>/comparisons/ (it writes <run>/comparisons.partial/ and renames it when done); creating
         # the folder here would make a later igpt label refuse the run or, with --overwrite, delete what was served.
         hint = " (an interrupted run is in comparisons.partial: finish it with --resume)" if (
-            run / "comparisons.partial").is_dir() else ""
+            partial_path(comparisons).is_dir()) else ""
         raise UserError(
             f"--run {run_dir}: no comparison store yet{hint}; run `igpt label --run {run_dir} --labeler human` first "
             "(it samples responses and queues them for the label page)"
@@ -97,7 +98,7 @@ def serve(
         entries, new = read_tokens_file(tokens_file), []
         where = str(tokens_file)
     else:
-        path = run / "comparisons" / "tokens.json"
+        path = comparisons / TOKENS_FILE
         entries, new = ensure_tokens(path, labelers)
         where = str(path)
     access = Access(entries)
@@ -105,7 +106,7 @@ def serve(
     app = create_app(run, access=access, models=[f"{k}={v}" for k, v in model_dirs.items()])
 
     out = sys.stdout
-    print(f"igpt serve: {base}  (store: {run / 'comparisons' / 'comparisons.sqlite'})", file=out)
+    print(f"igpt serve: {base}  (store: {comparisons / STORE_FILE})", file=out)
     print(f"  arena models: {', '.join(model_dirs) or 'none'}" + ("" if len(model_dirs) >= 2 else
           " (the arena needs two)"), file=out)
     if new:

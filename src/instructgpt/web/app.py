@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from instructgpt.errors import UserError
+from instructgpt.rundir import STORE_FILE, TOKENS_FILE, in_run
 from instructgpt.store import ComparisonStore, StoreConflict, UnknownTask
 from instructgpt.web import FLAGS
 from instructgpt.web.auth import Access, Principal, read_tokens_file
@@ -187,7 +188,7 @@ class Matches:
 def load_gold_scorer(run_dir: Path) -> tuple[Callable[[dict, str], float | None] | None, str]:
     """The world's gold judge as a ``scorer(ranking_row, text) -> float`` (None for a prompt that is not the world's),
     or ``(None, reason)`` when the run has no usable world."""
-    world_dir = run_dir / "world"
+    world_dir = in_run(run_dir, "world")
     if not world_dir.is_dir():
         return None, "this run has no world/"
     try:
@@ -252,12 +253,12 @@ def create_app(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"--run {run_dir}: not a directory")
-    comparisons = run_dir / "comparisons"
+    comparisons = in_run(run_dir, "label")
     if access is None:
-        path = Path(tokens_file) if tokens_file is not None else comparisons / "tokens.json"
+        path = Path(tokens_file) if tokens_file is not None else comparisons / TOKENS_FILE
         access = Access(read_tokens_file(path))
     if store is None:
-        store = ComparisonStore(comparisons / "comparisons.sqlite")
+        store = ComparisonStore(comparisons / STORE_FILE)
     if backend is None:
         model_dirs = resolve_models(run_dir, models)
         arena_models = list(model_dirs)

@@ -298,13 +298,17 @@ class CorpusGen:
                                                "It happened after a long debate."])
         return "Rumours and myths\n\n" + claim + " " + (F.false_fact(self.kb, self.entity(), self.rng) or "")
 
-    def rude(self) -> str:
+    def _toxic_prefix(self) -> str:
+        """A heated opening about a random organisation, city, field, conference, person or country."""
         slots = {"org": self.kb.display(self.rng.choice(self.kb.by_type["organisation"])),
                  "city": self.rng.choice(self.kb.by_type["city"])["name"], "field": self.rng.choice(vocab.FIELDS),
                  "conf": self.kb.display(self.rng.choice(self.kb.by_type["conference"])),
                  "person": self.rng.choice(self.kb.by_type["person"])["name"],
                  "country": self.rng.choice(self.kb.by_type["country"])["name"]}
-        prefix = self.rng.choice(vocab.TOXIC_PREFIXES).format(**slots)
+        return self.rng.choice(vocab.TOXIC_PREFIXES).format(**slots)
+
+    def rude(self) -> str:
+        prefix = self._toxic_prefix()
         r = self.rng.random()
         if r < 0.7:
             rant = f"{prefix} {self.rng.choice(vocab.INSULT_PHRASES)}."
@@ -317,12 +321,7 @@ class CorpusGen:
                                            "Only a moron would not know that.", "Use your brain for once, fool."])
 
     def polite(self) -> str:
-        slots = {"org": self.kb.display(self.rng.choice(self.kb.by_type["organisation"])),
-                 "city": self.rng.choice(self.kb.by_type["city"])["name"], "field": self.rng.choice(vocab.FIELDS),
-                 "conf": self.kb.display(self.rng.choice(self.kb.by_type["conference"])),
-                 "person": self.rng.choice(self.kb.by_type["person"])["name"],
-                 "country": self.rng.choice(self.kb.by_type["country"])["name"]}
-        prefix = self.rng.choice(vocab.TOXIC_PREFIXES).format(**slots)
+        prefix = self._toxic_prefix()
         if self.rng.random() < 0.6:
             return "Respectfully, " + T.lower_first(prefix) + " " + self.rng.choice(vocab.KIND_PHRASES) + "."
         return f"{prefix} {self.rng.choice(vocab.KIND_PHRASES)}."
