@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("instructgpt.stages.chat", "ChatConfig", "chat with a model in the terminal"),
     "label": ("instructgpt.stages.label", "LabelConfig", "step 3a: sample K responses per prompt and collect rankings"),
     "rm": ("instructgpt.stages.reward", "RewardConfig", "step 3b: train the reward model on K-way rankings or pairwise files"),
+    "dpo": ("instructgpt.stages.dpo", "DPOConfig", "beyond the paper: DPO / IPO from the SFT model on the reward model's comparisons"),
     "ppo": ("instructgpt.stages.ppo", "PPOConfig", "step 4: PPO / PPO-ptx against the reward model with a KL penalty"),
     "eval": ("instructgpt.stages.evaluate", "EvalConfig", "evaluate every model of a run like the paper and write the report"),
     "serve": ("instructgpt.stages.serve", "ServeConfig", "web interface: label rankings in the browser, model arena"),

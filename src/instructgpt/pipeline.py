@@ -228,9 +228,9 @@ def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings
 
 
 def run(cfg: RunConfig) -> Path:
-    if cfg.stop_after and cfg.stop_after not in [s.folder for s in STAGES]:
+    if cfg.stop_after and cfg.stop_after not in [s.folder for s in STAGES if s.recipe]:
         raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
-    tables = {s.table for s in STAGES} | {s.folder for s in STAGES}
+    tables = {s.table for s in STAGES if s.recipe} | {s.folder for s in STAGES if s.recipe}
     for key in cfg.stage_options:
         if key not in tables:
             import difflib
@@ -289,7 +289,7 @@ def _exclusive(run_dir: Path):
 def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
     """(name, module, config) of every stage to run: all resolved before any work, so that a bad option fails at once."""
     configs = []
-    for stage in STAGES:
+    for stage in (s for s in STAGES if s.recipe):
         name, mod = stage.folder, importlib.import_module(stage.module)
         configs.append((name, mod, stage_config(name, getattr(mod, stage.config), cfg, run_dir)))
         if name == cfg.stop_after:

@@ -98,18 +98,25 @@ class RankingBatch:
                             self.pair_group.to(device), self.n_groups)
 
 
+def flatten_comparisons(examples: Sequence[tuple[list[Any], list[tuple[int, int]]]]) -> tuple[list[Any], list[tuple[int, int]], list[int]]:
+    """Comparisons, each (its K responses, its (better, worse) pairs), as one list of responses, the pairs indexing into
+    it and each pair's comparison: every response appears once, however many pairs it is in."""
+    items, pairs, groups = [], [], []
+    for g, (responses, prs) in enumerate(examples):
+        base = len(items)
+        items += responses
+        for i, j in prs:
+            pairs.append((base + i, base + j))
+            groups.append(g)
+    return items, pairs, groups
+
+
 def collate(examples: Sequence[tuple[list[list[int]], list[tuple[int, int]]]], pad_id: int) -> RankingBatch:
     """Batch comparisons: each is (token ids of its K responses, its (better, worse) pairs). One row per response,
     so each response gets one forward pass however many pairs it is in."""
     import torch
 
-    seqs, pairs, groups = [], [], []
-    for g, (ids, prs) in enumerate(examples):
-        base = len(seqs)
-        seqs += ids
-        for i, j in prs:
-            pairs.append((base + i, base + j))
-            groups.append(g)
+    seqs, pairs, groups = flatten_comparisons(examples)
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -120,9 +127,13 @@ def collate(examples: Sequence[tuple[list[list[int]], list[tuple[int, int]]]], p
                         torch.tensor(groups, dtype=torch.long), len(examples))
 
 
-def ranking_loss(rewards: Any, pairs: Any, pair_group: Any, n_groups: int) -> tuple[Any, dict]:
+def ranking_loss(rewards: Any, pairs: Any, pair_group: Any, n_groups: int, ipo_beta: float = 0.0) -> tuple[Any, dict]:
     """InstructGPT's loss: for each comparison, -1/P * sum over its P pairs of log sigmoid(r_better - r_worse), with
     P = C(K, 2) when nothing is tied; then the mean over comparisons (each prompt weighs the same whatever its K).
+
+    DPO (Rafailov et al. 2023) is this loss on the implicit rewards beta * log(pi / pi_ref). ``ipo_beta`` > 0 replaces
+    each pair's term by IPO's (Azar et al. 2023) squared one, (h - 1 / (2 beta))^2 with h the difference of the pair's
+    log-ratios, given implicit rewards beta * log(pi / pi_ref): ((r_better - r_worse - 1/2) / beta)^2.
 
     Returns (loss, {"acc": share of pairs ordered right (ties in reward count half), "pairs": P_total}).
     """
@@ -130,7 +141,7 @@ def ranking_loss(rewards: Any, pairs: Any, pair_group: Any, n_groups: int) -> tu
     import torch.nn.functional as F
 
     diff = rewards[pairs[:, 0]] - rewards[pairs[:, 1]]
-    per_pair = -F.logsigmoid(diff)
+    per_pair = ((diff - 0.5) / ipo_beta) ** 2 if ipo_beta > 0 else -F.logsigmoid(diff)
     sums = torch.zeros(n_groups, dtype=per_pair.dtype, device=per_pair.device).index_add(0, pair_group, per_pair)
     counts = torch.zeros(n_groups, dtype=per_pair.dtype, device=per_pair.device).index_add(0, pair_group, torch.ones_like(per_pair))
     has = counts > 0

@@ -21,13 +21,15 @@ from .errors import UserError
 # ---------------------------------------------------------------------------------------------- the run's layout
 @dataclass(frozen=True)
 class Stage:
-    """A stage of ``igpt run``: its folder in the run, the module and config class that run it, and the table of a
-    pipeline config file that holds its options."""
+    """A stage of a run: its folder in the run, the module and config class that run it, the table of a pipeline config
+    file that holds its options, and whether ``igpt run`` runs it (``recipe``) or it is run on its own, reading and
+    writing the same run folder."""
 
     folder: str
     module: str
     config: str
     table: str
+    recipe: bool = True
 
 
 STAGES = (
@@ -37,6 +39,7 @@ STAGES = (
     Stage("sft", "instructgpt.stages.sft", "SFTConfig", "sft"),
     Stage("comparisons", "instructgpt.stages.label", "LabelConfig", "label"),
     Stage("rm", "instructgpt.stages.reward", "RewardConfig", "rm"),
+    Stage("dpo", "instructgpt.stages.dpo", "DPOConfig", "dpo", recipe=False),
     Stage("ppo", "instructgpt.stages.ppo", "PPOConfig", "ppo"),
     Stage("ppo-ptx", "instructgpt.stages.ppo", "PPOConfig", "ppo_ptx"),
     Stage("eval", "instructgpt.stages.evaluate", "EvalConfig", "eval"),

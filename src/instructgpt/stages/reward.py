@@ -31,7 +31,21 @@ PAPER = {"accuracy_train_labelers": 0.724, "accuracy_heldout_labelers": 0.696, "
 
 
 @dataclasses.dataclass
-class RewardConfig(TrainConfig):
+class ComparisonsConfig(TrainConfig):
+    """What every trainer on comparisons reads (the reward model, DPO): the comparisons and their held-out split."""
+
+    data: list[str] = field([], "comparisons: ranked / pairwise / HH JSONL(.gz) files or a comparisons.sqlite "
+                                "(default: <run>/comparisons/comparisons.sqlite)")
+    eval_data: list[str] = field([], "held-out comparisons for accuracy (default: the store's held-out split, else --val-fraction of --data)")
+    max_len: int = field(0, "longest (prompt + response) in tokens; longer ones keep their end (0 = the model's context)", ge=0)
+    group_pairs: bool = field(True, "merge pairwise lines of the same prompt and labeler into one batch element")
+    empty_responses: str = field("skip", "empty responses in --data files: skip (reported), keep, or error", choices=("skip", "keep", "error"))
+    val_fraction: float = field(0.05, "share of file comparisons held out when there is no held-out split or --eval-data", ge=0.0, le=0.5)
+    max_comparisons: int = field(0, "train on at most this many comparisons (0 = all)", ge=0)
+
+
+@dataclasses.dataclass
+class RewardConfig(ComparisonsConfig):
     """Train a reward model on K-way rankings (all pairs of a prompt in one batch element) or pairwise files."""
 
     stage: ClassVar[str] = "rm"
@@ -41,9 +55,6 @@ class RewardConfig(TrainConfig):
         "gpu": dict(batch_size=64, lr=3e-5, warmup_steps=10, eval_every=50, checkpoint_every=100),
     }
 
-    data: list[str] = field([], "comparisons: ranked / pairwise / HH JSONL(.gz) files or a comparisons.sqlite "
-                                "(default: <run>/comparisons/comparisons.sqlite)")
-    eval_data: list[str] = field([], "held-out comparisons for accuracy (default: the store's held-out split, else --val-fraction of --data)")
     run: str = field("", "run directory; reads <run>/comparisons, <run>/sft, <run>/world; writes <run>/rm")
     out: str = field("", "output folder (overrides <run>/rm)")
     model: str = field("", "backbone: a causal LM folder or hub id (default: <run>/sft)")
@@ -56,12 +67,7 @@ class RewardConfig(TrainConfig):
     warmup_steps: int = field(4, "linear warmup steps", ge=0)
     weight_decay: float = field(0.0, "AdamW weight decay on weight matrices", ge=0.0)
     dropout: float = field(0.0, "residual dropout while training", ge=0.0, le=0.9)
-    max_len: int = field(0, "longest (prompt + response) in tokens; longer ones keep their end (0 = the model's context)", ge=0)
     shuffle_pairs: bool = field(False, "ablation: train on the pairs shuffled as independent examples (overfits, InstructGPT 3.5)")
-    group_pairs: bool = field(True, "merge pairwise lines of the same prompt and labeler into one batch element")
-    empty_responses: str = field("skip", "empty responses in --data files: skip (reported), keep, or error", choices=("skip", "keep", "error"))
-    val_fraction: float = field(0.05, "share of file comparisons held out when there is no held-out split or --eval-data", ge=0.0, le=0.5)
-    max_comparisons: int = field(0, "train on at most this many comparisons (0 = all)", ge=0)
     eval_every: int = field(25, "held-out accuracy every N steps (0 = only at the end)", ge=0)
     checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)
     seed: int = field(0, "random seed (head init, data order)", ge=0)
