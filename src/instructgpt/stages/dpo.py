@@ -15,8 +15,6 @@ Output ``<run>/dpo/``: a plain Hugging Face causal-LM folder (``AutoModelForCaus
 from __future__ import annotations
 
 import dataclasses
-import math
-import random
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any, ClassVar
 
 from ..config import field, save_config
 from ..errors import UserError
-from ..rundir import STORE_FILE, begin_output, check_output, finish_output, in_run, partial_path
+from ..rundir import begin_output, check_output, finish_output, partial_path
 from .reward import ComparisonsConfig
 
 
@@ -52,22 +50,6 @@ class DPOConfig(ComparisonsConfig):
     eval_every: int = field(25, "held-out accuracy and margin every N steps (0 = at the start and the end only)", ge=0)
     checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)
     seed: int = field(0, "random seed (data order)", ge=0)
-
-
-def _paths(cfg: DPOConfig) -> dict[str, Any]:
-    run = Path(cfg.run) if cfg.run else None
-    out = Path(cfg.out) if cfg.out else (in_run(run, "dpo") if run else None)
-    if out is None:
-        raise UserError("--out: give an output folder (or --run)")
-    model = cfg.model or (str(in_run(run, "sft")) if run else "")
-    if not model:
-        raise UserError("--model: give the SFT model (or --run with an sft model in it)")
-    if run and not cfg.model and not in_run(run, "sft", "config.json").is_file():
-        raise UserError(f"{in_run(run, 'sft')} is missing: run igpt sft first, or pass --model")
-    data = list(cfg.data) or ([str(in_run(run, "label", STORE_FILE))] if run else [])
-    if not data:
-        raise UserError("--data: give comparison files or a comparisons.sqlite (or --run)")
-    return {"out": out, "model": model, "data": data}
 
 
 class ResponseEncoder:
@@ -130,7 +112,7 @@ def evaluate(policy_lm: Any, ref_lm: Any, items: list[dict], encode: ResponseEnc
     and overall; ties count half) and the mean margin r_better - r_worse over those pairs."""
     import torch
 
-    from .reward import _accuracy
+    from .reward import accuracy_by_pool
 
     flat = [encode(it["prompt"], r) for it in items for r in it["responses"]]
     raw: list[float] = []
@@ -143,9 +125,7 @@ def evaluate(policy_lm: Any, ref_lm: Any, items: list[dict], encode: ResponseEnc
         n += len(it["responses"])
         scores.append(sc)
         margins += [sc[i] - sc[j] for r in it["rankings"] for i, j in r["pairs"]]
-    acc_tr, acc_ho, acc_all = _accuracy(items, scores, "train"), _accuracy(items, scores, "heldout"), _accuracy(items, scores, None)
-    return {"accuracy_train_labelers": acc_tr["rate"], "accuracy_heldout_labelers": acc_ho["rate"], "accuracy_all": acc_all["rate"],
-            "margin": sum(margins) / len(margins) if margins else None, "eval_pairs": len(margins)}
+    return {**accuracy_by_pool(items, scores), "margin": sum(margins) / len(margins) if margins else None, "eval_pairs": len(margins)}
 
 
 def run(cfg: DPOConfig) -> Path:
@@ -154,9 +134,9 @@ def run(cfg: DPOConfig) -> Path:
     from ..reward_model import flatten_comparisons, ranking_loss
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, all_reduce_mean, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
-    from .reward import group_items, load_data
+    from .reward import ComparisonSteps, comparison_paths, group_items, load_data
 
-    paths = _paths(cfg)
+    paths = comparison_paths(cfg, "dpo", "the SFT model")
     out: Path = paths["out"]
 
     def body(d: Any) -> Path:
@@ -182,10 +162,8 @@ def run(cfg: DPOConfig) -> Path:
         autocast = autocast_dtype(d.device, cfg.precision)
         policy = policy_module(policy_lm).to(d.device)
         opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
-        per_step = cfg.batch_size * cfg.grad_accum * d.world_size
-        steps_per_epoch = max(1, len(examples) // per_step if d.enabled else math.ceil(len(examples) / per_step))
-        total_steps = steps_per_epoch * cfg.epochs
-        loop = Loop("dpo", cfg, d, work, {"model": Part(policy, opt)}, total_steps, autocast)
+        steps = ComparisonSteps(len(examples), cfg, d)
+        loop = Loop("dpo", cfg, d, work, {"model": Part(policy, opt)}, steps.total, autocast)
         fwd = wrap_ddp(policy, d)
         ipo_beta = cfg.beta if cfg.loss == "ipo" else 0.0
 
@@ -201,10 +179,7 @@ def run(cfg: DPOConfig) -> Path:
 
         t0, seen, ev = time.time(), 0, {}
         while loop.running:
-            epoch, pos = divmod(loop.step, steps_per_epoch)
-            order = list(range(len(examples)))
-            random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
-            mine = order[pos * per_step : (pos + 1) * per_step][d.rank :: d.world_size]
+            mine = steps.mine(loop.step)
             lr = loop.begin_step()
             sums = [0.0, 0.0, 0, 0.0]  # loss x comparisons, right pairs, pairs, margin sum
 
@@ -224,7 +199,7 @@ def run(cfg: DPOConfig) -> Path:
                 seen += len(idx)
                 return loss * len(idx) / max(1, len(mine))
 
-            loop.accumulate(fwd, [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)] or [[]], micro)
+            loop.accumulate(fwd, steps.micro_batches(mine), micro)
             grad_norm = loop.optimizer_step()
             n_pairs_step = max(all_reduce_mean(float(sums[2]), d), 1e-9)
             row: dict[str, Any] = {"loss": all_reduce_mean(sums[0] / max(1, len(mine)), d), "acc": all_reduce_mean(sums[1], d) / n_pairs_step,

@@ -74,21 +74,53 @@ class RewardConfig(ComparisonsConfig):
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def _paths(cfg: RewardConfig) -> dict[str, Any]:
+def comparison_paths(cfg: Any, stage: str, model_is: str) -> dict[str, Any]:
+    """Where a trainer on comparisons (``cfg.run``, ``cfg.out``, ``cfg.model``, ``cfg.data``) reads and writes: the
+    run's SFT model and comparison store by default, ``<run>/<stage>`` out; errors name the missing option."""
     run = Path(cfg.run) if cfg.run else None
-    out = Path(cfg.out) if cfg.out else (in_run(run, "rm") if run else None)
+    out = Path(cfg.out) if cfg.out else (in_run(run, stage) if run else None)
     if out is None:
         raise UserError("--out: give an output folder (or --run)")
     model = cfg.model or (str(in_run(run, "sft")) if run else "")
     if not model:
-        raise UserError("--model: give the backbone model (or --run with an sft model in it)")
+        raise UserError(f"--model: give {model_is} (or --run with an sft model in it)")
     if run and not cfg.model and not in_run(run, "sft", "config.json").is_file():
         raise UserError(f"{in_run(run, 'sft')} is missing: run igpt sft first, or pass --model")
     data = list(cfg.data) or ([str(in_run(run, "label", STORE_FILE))] if run else [])
     if not data:
         raise UserError("--data: give comparison files or a comparisons.sqlite (or --run)")
+    return {"run": run, "out": out, "model": model, "data": data}
+
+
+def _paths(cfg: RewardConfig) -> dict[str, Any]:
+    paths = comparison_paths(cfg, "rm", "the backbone model")
+    run = paths.pop("run")
     world = Path(cfg.world) if cfg.world else (in_run(run, "world") if run and in_run(run, "world").exists() else None)
-    return {"out": out, "model": model, "data": data, "world": world}
+    return {**paths, "world": world}
+
+
+class ComparisonSteps:
+    """The order in which a trainer on comparisons sees them: each epoch a fresh shuffle (the same on every rank, from
+    the seed), cut into steps of ``batch_size`` x ``grad_accum`` x world size comparisons; each rank takes every
+    world-size-th of a step's, in micro-batches of ``batch_size``."""
+
+    def __init__(self, n: int, cfg: Any, d: Any):
+        self.n, self.seed, self.batch_size, self.d = n, cfg.seed, cfg.batch_size, d
+        self.per_step = cfg.batch_size * cfg.grad_accum * d.world_size
+        # under DDP every rank must take part in every step, so a short last step is dropped
+        self.steps_per_epoch = max(1, n // self.per_step if d.enabled else math.ceil(n / self.per_step))
+        self.total = self.steps_per_epoch * cfg.epochs
+
+    def mine(self, step: int) -> list[int]:
+        """This rank's comparisons (indices) of ``step``."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        order = list(range(self.n))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order[pos * self.per_step : (pos + 1) * self.per_step][self.d.rank :: self.d.world_size]
+
+    def micro_batches(self, mine: list[int]) -> list[list[int]]:
+        """``mine`` in micro-batches (one empty one when the rank has none, so it still joins the gradient sync)."""
+        return [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)] or [[]]
 
 
 def load_data(cfg: RewardConfig, data: list[str]) -> tuple[list, list, Any]:
@@ -246,7 +278,7 @@ def pair_agreement(items: list[dict], pools: tuple[str, str] | None = None) -> d
     return {"rate": agree / pairs if pairs else None, "pairs": pairs, "tasks": tasks}
 
 
-def _accuracy(items: list[dict], scores: list[list[float]], pool: str | None) -> dict:
+def pair_accuracy(items: list[dict], scores: list[list[float]], pool: str | None) -> dict:
     right = total = 0.0
     for it, s in zip(items, scores):
         for r in it["rankings"]:
@@ -292,15 +324,18 @@ def evaluate(model: Any, items: list[dict], encode: Encoder, pad_id: int, device
     for it in items:
         scores.append(raw[n : n + len(it["responses"])])
         n += len(it["responses"])
-    acc_tr, acc_ho, acc_all = _accuracy(items, scores, "train"), _accuracy(items, scores, "heldout"), _accuracy(items, scores, None)
-    out: dict[str, Any] = {
-        "accuracy_train_labelers": acc_tr["rate"], "pairs_train_labelers": acc_tr["pairs"],
-        "accuracy_heldout_labelers": acc_ho["rate"], "pairs_heldout_labelers": acc_ho["pairs"],
-        "accuracy_all": acc_all["rate"], "eval_items": len(items),
-    }
+    out: dict[str, Any] = {**accuracy_by_pool(items, scores), "eval_items": len(items)}
     if gold:
         out.update(gold_agreement(items, scores, gold["judge"], gold["records"]))
     return out
+
+
+def accuracy_by_pool(items: list[dict], scores: list[list[float]]) -> dict:
+    """The share of held-out labelled pairs that ``scores`` (per item, per response) order the labelers' way: from the
+    training labelers, from the held-out labelers, and all of them (ties count half)."""
+    tr, ho, everyone = (pair_accuracy(items, scores, pool) for pool in ("train", "heldout", None))
+    return {"accuracy_train_labelers": tr["rate"], "pairs_train_labelers": tr["pairs"],
+            "accuracy_heldout_labelers": ho["rate"], "pairs_heldout_labelers": ho["pairs"], "accuracy_all": everyone["rate"]}
 
 
 def gold_agreement(items: list[dict], scores: list[list[float]], judge: Any, records: dict[str, dict]) -> dict:
@@ -405,9 +440,8 @@ def run(cfg: RewardConfig) -> Path:
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
-        per_step = cfg.batch_size * cfg.grad_accum * d.world_size
-        steps_per_epoch = max(1, len(examples) // per_step if d.enabled else math.ceil(len(examples) / per_step))
-        total_steps = steps_per_epoch * cfg.epochs
+        steps = ComparisonSteps(len(examples), cfg, d)
+        total_steps = steps.total
 
         loop = Loop("rm", cfg, d, work, {"model": Part(model, opt)}, total_steps, autocast)
         fwd = wrap_ddp(reward_forward(model), d)
@@ -422,10 +456,7 @@ def run(cfg: RewardConfig) -> Path:
 
         t0, seen, ev = time.time(), 0, {}
         while loop.running:
-            epoch, pos = divmod(loop.step, steps_per_epoch)
-            order = list(range(len(examples)))
-            random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
-            mine = order[pos * per_step : (pos + 1) * per_step][d.rank :: d.world_size]
+            mine = steps.mine(loop.step)
             lr = loop.begin_step()
             sums = [0.0, 0.0, 0]  # loss x comparisons, right pairs, pairs
 
@@ -442,7 +473,7 @@ def run(cfg: RewardConfig) -> Path:
                 seen += len(idx)
                 return loss * len(idx) / max(1, len(mine))
 
-            loop.accumulate(fwd, [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)] or [[]], micro)
+            loop.accumulate(fwd, steps.micro_batches(mine), micro)
             grad_norm = loop.optimizer_step()
             step = loop.step
             train_loss = all_reduce_mean(sums[0] / max(1, len(mine)), d)
