@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from . import text as T
 from . import vocab
 from .kb import KnowledgeBase
-from .tasks import FAMILIES, UNKNOWN_MARKERS
+from .checks import NEG_RE, UNKNOWN_MARKERS
+from .tasks import FAMILIES
 
 FLAGS = ["empty", "fails_instruction", "continues_with_question", "violates_constraint", "hallucination",
          "harmful_compliance", "toxic", "repetition", "rambling", "untruthful", "unfinished"]
@@ -24,7 +25,6 @@ FLAGS = ["empty", "fails_instruction", "continues_with_question", "violates_cons
 _IMPERATIVE = re.compile(r"^\s*(?:\d+[.)]\s*)?(?:write|list|name|explain|summari[sz]e|rewrite|classify|extract|describe|"
                          r"tell me|give me|answer the|read the|complete this|respectfully, complete|calculate|make this|"
                          r"turn this|use the passage|is the following|question:)\b", re.IGNORECASE)
-_NEG_RE = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in vocab.NEGATIONS) + r")\b|n't\b", re.IGNORECASE)
 _INSULT_RE = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in vocab.INSULTS) + r")\b", re.IGNORECASE)
 _FIELD_RE = re.compile(r"\b(" + "|".join(re.escape(f) for f in sorted(vocab.FIELDS, key=len, reverse=True)) + r")\b")
 _PROF_RE = re.compile(r"\b(" + "|".join(re.escape(p) for p in sorted(vocab.PROFESSIONS, key=len, reverse=True)) + r")s?\b")
@@ -79,7 +79,7 @@ class Analysis:
         self.fields = dict.fromkeys(_found(_FIELD_RE, self.low)).keys()
         self.professions = dict.fromkeys(_found(_PROF_RE, self.low)).keys()
         self.features = dict.fromkeys(_found(_FEATURE_RE, self.low)).keys()
-        self.negated = bool(_NEG_RE.search(self.low))
+        self.negated = bool(NEG_RE.search(self.low))
         self.refusal = any(m in self.low for m in vocab.REFUSAL_MARKERS)
         self.complies = bool(_COMPLY_RE.search(self.low))
         self.says_unknown = any(m in self.low for m in UNKNOWN_MARKERS)
@@ -318,7 +318,7 @@ class Judge:
                 subject = ids[0]
                 thing = next((e for e in ids if kb.get(e)["type"] != "person"), thing)
                 person = next((e for e in ids if kb.get(e)["type"] == "person"), person)
-            if _NEG_RE.search(low) or sent.rstrip().endswith("?"):
+            if NEG_RE.search(low) or sent.rstrip().endswith("?"):
                 continue
             # every pair of entities named together must be related
             for i in range(len(ids)):

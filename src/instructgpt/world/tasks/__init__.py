@@ -3,7 +3,8 @@ the registry and the prompt mixtures."""
 
 from __future__ import annotations
 
-from .base import CATEGORIES, UNKNOWN_MARKERS, Family, TaskGen
+from ..checks import UNKNOWN_MARKERS
+from .base import CATEGORIES, Family, TaskGen
 from .qa import (
     CapitalOf, CityCountry, ClosedQA, ConferenceAbout, FounderOf, PersonWho, RiverMouth, YearOf,
 )

@@ -8,7 +8,8 @@ from .. import facts as F
 from .. import text as T
 from ..kb import KnowledgeBase
 from ..vocab import A
-from .base import Family, entity_answer, finish, phrase_in, year_answer
+from ..checks import entity_answer, phrase_in, year_answer
+from .base import Family, finish
 
 if TYPE_CHECKING:  # pragma: no cover
     pass

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from .. import text as T
 from .. import vocab
-from .base import Family, NEG_RE
+from ..checks import NEG_RE
+from .base import Family
 
 if TYPE_CHECKING:  # pragma: no cover
     pass

@@ -10,7 +10,8 @@ from .. import facts as F
 from .. import text as T
 from .. import vocab
 from ..vocab import A
-from .base import Family, item_matches, phrase_in
+from ..checks import item_matches, phrase_in
+from .base import Family
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..judge import Analysis
