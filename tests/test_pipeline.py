@@ -11,7 +11,7 @@ import pytest
 from instructgpt.cli import main
 from instructgpt.stages.evaluate import METRICS
 
-STAGE_FOLDERS = ["world", "tokenizer", "pretrain", "sft", "comparisons", "rm", "ppo", "ppo-ptx", "eval"]
+STAGE_FOLDERS = ["world", "tokenizer", "pretrain", "sft", "comparisons", "rm", "dpo", "ppo", "ppo-ptx", "eval"]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ class RunConfig(StageConfig):
     seed: int = field(0, "seed for the world and every stage", ge=0)
     seeds: str = field("", "run the whole recipe once per seed, into <run>/seed-N/, and report over the seeds in <run>/eval/: "
                            "a count (3: seeds 0, 1, 2) or a list (0,1,2)")
-    stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, ppo, ppo-ptx, eval)")
+    stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, dpo, ppo, ppo-ptx, eval)")
     device: str = field("auto", "auto, cpu, cuda or cuda:N (for every training stage)")
     side_by_side: str = field("auto", "train PPO and PPO-ptx at the same time, each with half the threads, logs in <run>/logs/: "
                                       "on, off, or auto (on a CPU with 2+ threads, except for the tiny preset, whose RL stages "
@@ -228,9 +228,9 @@ def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings
 
 
 def run(cfg: RunConfig) -> Path:
-    if cfg.stop_after and cfg.stop_after not in [s.folder for s in STAGES if s.recipe]:
+    if cfg.stop_after and cfg.stop_after not in [s.folder for s in STAGES]:
         raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
-    tables = {s.table for s in STAGES if s.recipe} | {s.folder for s in STAGES if s.recipe}
+    tables = {s.table for s in STAGES} | {s.folder for s in STAGES}
     for key in cfg.stage_options:
         if key not in tables:
             import difflib
@@ -289,7 +289,7 @@ def _exclusive(run_dir: Path):
 def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
     """(name, module, config) of every stage to run: all resolved before any work, so that a bad option fails at once."""
     configs = []
-    for stage in (s for s in STAGES if s.recipe):
+    for stage in STAGES:
         name, mod = stage.folder, importlib.import_module(stage.module)
         configs.append((name, mod, stage_config(name, getattr(mod, stage.config), cfg, run_dir)))
         if name == cfg.stop_after:

@@ -21,15 +21,13 @@ from .errors import UserError
 # ---------------------------------------------------------------------------------------------- the run's layout
 @dataclass(frozen=True)
 class Stage:
-    """A stage of a run: its folder in the run, the module and config class that run it, the table of a pipeline config
-    file that holds its options, and whether ``igpt run`` runs it (``recipe``) or it is run on its own, reading and
-    writing the same run folder."""
+    """A stage of ``igpt run``: its folder in the run, the module and config class that run it, and the table of a
+    pipeline config file that holds its options."""
 
     folder: str
     module: str
     config: str
     table: str
-    recipe: bool = True
 
 
 STAGES = (
@@ -39,7 +37,7 @@ STAGES = (
     Stage("sft", "instructgpt.stages.sft", "SFTConfig", "sft"),
     Stage("comparisons", "instructgpt.stages.label", "LabelConfig", "label"),
     Stage("rm", "instructgpt.stages.reward", "RewardConfig", "rm"),
-    Stage("dpo", "instructgpt.stages.dpo", "DPOConfig", "dpo", recipe=False),
+    Stage("dpo", "instructgpt.stages.dpo", "DPOConfig", "dpo"),
     Stage("ppo", "instructgpt.stages.ppo", "PPOConfig", "ppo"),
     Stage("ppo-ptx", "instructgpt.stages.ppo", "PPOConfig", "ppo_ptx"),
     Stage("eval", "instructgpt.stages.evaluate", "EvalConfig", "eval"),
@@ -49,7 +47,7 @@ STAGES = (
 @dataclass(frozen=True)
 class RunModel:
     """A model of a run: ``key`` names it in results.json, tables and figures; ``folder`` under the run; ``role``:
-    pretrained, sft or rl; ``label`` and ``color`` in the report."""
+    pretrained, sft, preference (optimised on the comparisons without RL) or rl; ``label`` and ``color`` in the report."""
 
     key: str
     folder: str
@@ -61,6 +59,7 @@ class RunModel:
 RUN_MODELS = (
     RunModel("pretrained", "pretrain", "pretrained", "GPT (pretrained)", "#9aa5b1"),
     RunModel("sft", "sft", "sft", "SFT", "#4c9f70"),
+    RunModel("dpo", "dpo", "preference", "DPO", "#7b5ea7"),  # beyond the paper: trained on the comparisons directly
     RunModel("ppo", "ppo", "rl", "PPO", "#e08a2e"),
     RunModel("ppo_ptx", "ppo-ptx", "rl", "PPO-ptx", "#c8102e"),
 )

@@ -23,18 +23,19 @@ def _is_model_dir(p: Path) -> bool:
 
 
 def _arena_order() -> list[str]:
-    """The run's model folders as the arena offers them: SFT, then the RL models (newest first), then the pretrained."""
+    """The run's model folders as the arena offers them: SFT, then the RL models (newest first), the models optimised on
+    the comparisons directly, then the pretrained."""
     from instructgpt.rundir import RUN_MODELS
 
-    by = {role: [m.folder for m in RUN_MODELS if m.role == role] for role in ("sft", "rl", "pretrained")}
-    return by["sft"] + by["rl"][::-1] + by["pretrained"]
+    by = {role: [m.folder for m in RUN_MODELS if m.role == role] for role in ("sft", "rl", "preference", "pretrained")}
+    return by["sft"] + by["rl"][::-1] + by["preference"] + by["pretrained"]
 
 
 def resolve_models(run_dir: str | Path, models: list[str] | None) -> dict[str, Path]:
     """Arena models: ``{name: folder}``.
 
     ``models`` entries may be a run-dir folder name (``sft``), a path to a Hugging Face model folder, or
-    ``name=path``.  Without ``models``: every one of ``sft``, ``ppo-ptx``, ``ppo``, ``pretrain`` present in the run.
+    ``name=path``.  Without ``models``: every model folder of the run that is present, in the order of ``_arena_order``.
     """
     run_dir = Path(run_dir)
     out: dict[str, Path] = {}
