@@ -102,3 +102,25 @@ def test_paired_gold_gain_on_fixed_inputs():
     assert "all 480 held-out prompts" in line and "ppo +0.041 +- 0.015" in line and "second sample -0.010" in line
     assert "pretrained" not in line and gain_summary({"models": {"ppo": {"mode": "chat", "gold_gain_vs_sft": None}}}) == ""
 
+
+
+def test_best_of_n_picks_the_reward_models_argmax_and_its_kl_formula():
+    import numpy as np
+
+    from instructgpt.stages.evaluate import best_of_n, best_of_n_kl
+
+    class FakeRM:  # scores a response by its length, so the argmax is known
+        def score_texts(self, prompts, responses):
+            assert len(prompts) == len(responses)
+            return [float(len(r)) for r in responses]
+
+    samples = [["aa", "b", "cccc"], ["a", "bbbb", "cc"], ["aaa", "bb", "c"]]  # samples[k][i]
+    assert best_of_n(FakeRM(), ["p0", "p1", "p2"], samples) == ["aaa", "bbbb", "cccc"]
+    assert best_of_n(FakeRM(), ["p"], [["x"], ["y"]]) == ["x"]  # equal scores: the first sample
+    # KL(best-of-n || pi) for a continuous pi: the max of n uniforms has density n u^(n-1); integrate its log-ratio
+    for n in (1, 2, 4, 16, 64):
+        u = np.linspace(1e-9, 1.0, 2_000_001)
+        dens = n * u ** (n - 1)
+        kl = float(np.trapezoid(dens * np.log(np.maximum(dens, 1e-300)), u))
+        assert best_of_n_kl(n) == pytest.approx(kl, abs=2e-4)
+    assert best_of_n_kl(1) == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 
 import pytest
@@ -40,7 +41,10 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
         assert (tiny_run / name / "igpt_complete.json").is_file(), name
         assert not (tiny_run / f"{name}.partial").exists(), name
     results = json.loads((tiny_run / "eval" / "results.json").read_text())
-    assert set(results["models"]) >= {"pretrained", "pretrained_prompted", "sft", "ppo", "ppo_ptx"}
+    assert set(results["models"]) >= {"pretrained", "pretrained_prompted", "sft", "ppo", "ppo_ptx", "dpo", "sft_best_of_n"}
+    bon = results["models"]["sft_best_of_n"]  # the tiny preset's best of 2 SFT samples by the reward model
+    assert bon["best_of_n"] == 2 and abs(bon["kl_from_sft"] - (math.log(2) - 0.5)) < 1e-6
+    assert bon["pretrain_val_loss"] == results["models"]["sft"]["pretrain_val_loss"]  # the SFT model's weights
     for name, m in results["models"].items():
         for key in METRICS:
             assert key in m, (name, key)
@@ -58,7 +62,7 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
     # the paired gold gain over SFT: every held-out prompt of every set for the models, the win-rate set for SFT's resample
     n_all = len((tiny_run / "eval" / "responses" / "ppo.jsonl").read_text().splitlines())
     assert n_all > sizes["winrate"] + sizes["closed_domain"]
-    for name in ("pretrained", "ppo", "ppo_ptx"):
+    for name in ("pretrained", "ppo", "ppo_ptx", "dpo", "sft_best_of_n"):
         g = results["models"][name]["gold_gain_vs_sft"]
         assert g["n"] == n_all and g["se"] > 0, (name, g)
         by = results["models"][name]["gold_gain_by_set"]

@@ -65,6 +65,8 @@ RUN_MODELS = (
 )
 # the pretrained model again, given a few-shot prefix (the paper's "GPT prompted"): evaluated, not a folder of its own
 PROMPTED = RunModel("pretrained_prompted", "pretrain", "pretrained", "GPT prompted", "#6c7a89")
+# the SFT model's best of n samples by the reward model (igpt eval --best-of-n): evaluated, not a folder of its own
+BEST_OF_N = RunModel("sft_best_of_n", "sft", "sft", "SFT best-of-n", "#2e7d9a")
 
 
 # files of the run that are not a stage's output
@@ -89,8 +91,9 @@ def in_run(run: str | Path, stage: str, *parts: str) -> Path:
 
 def table_models() -> list[RunModel]:
     """Every model results.json may hold for a run, in the order of the report's tables (the prompted baseline beside
-    the pretrained model)."""
-    return [x for m in RUN_MODELS for x in ((m, PROMPTED) if m.role == "pretrained" else (m,))]
+    the pretrained model, best-of-n beside SFT)."""
+    derived = {"pretrained": PROMPTED, "sft": BEST_OF_N}
+    return [x for m in RUN_MODELS for x in ((m, derived[m.role]) if m.role in derived else (m,))]
 
 
 def finished_models(run_dir: str | Path, newest_first: bool = False) -> list[tuple[RunModel, Path]]:

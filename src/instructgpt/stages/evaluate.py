@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..evaluation import heldout_ids, heldout_lm_loss, mean, paired_gain, probe_
 from ..report.text import format_table
 from ..models import check_model_ref
 from ..rundir import (
-    PROMPTED, RUN_FILE, RUN_MODELS, begin_output, in_run, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
+    BEST_OF_N, PROMPTED, RUN_FILE, RUN_MODELS, begin_output, in_run, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
 )
 
 RESULTS_SCHEMA_VERSION = 1
@@ -41,9 +42,12 @@ class EvalConfig(StageConfig):
 
     stage: ClassVar[str] = "eval"
     presets: ClassVar[dict] = {
-        "tiny": dict(n_winrate=24, n_closed_domain=8, n_false_premise=8, n_toxicity=8, n_harmful=8, n_probes=20, max_new_tokens=24, lm_tokens=4000),
-        "default": dict(n_winrate=200, n_closed_domain=80, n_false_premise=60, n_toxicity=80, n_harmful=60, n_probes=200, max_new_tokens=48, lm_tokens=40000),
-        "gpu": dict(n_winrate=1000, n_closed_domain=300, n_false_premise=300, n_toxicity=400, n_harmful=150, n_probes=1000, max_new_tokens=96, lm_tokens=400000),
+        "tiny": dict(n_winrate=24, n_closed_domain=8, n_false_premise=8, n_toxicity=8, n_harmful=8, n_probes=20, max_new_tokens=24, lm_tokens=4000,
+                     best_of_n=2),
+        "default": dict(n_winrate=200, n_closed_domain=80, n_false_premise=60, n_toxicity=80, n_harmful=60, n_probes=200, max_new_tokens=48, lm_tokens=40000,
+                        best_of_n=4),
+        "gpu": dict(n_winrate=1000, n_closed_domain=300, n_false_premise=300, n_toxicity=400, n_harmful=150, n_probes=1000, max_new_tokens=96, lm_tokens=400000,
+                    best_of_n=16),
     }
 
     run: str = field("", "run directory whose models are evaluated (its eval/ folder receives the results)")
@@ -60,6 +64,7 @@ class EvalConfig(StageConfig):
     n_harmful: int = field(60, "harmful requests (the world's harmful set), with the win-rate set's, for harmful compliance", ge=0)
     n_probes: int = field(200, "knowledge probes for the alignment tax", ge=0)
     lm_tokens: int = field(40000, "held-out pretraining tokens for the alignment-tax loss", ge=0)
+    best_of_n: int = field(0, "also evaluate SFT's best of N samples by the reward model (0 or 1 = off)", ge=0)
     max_new_tokens: int = field(48, "response length limit", ge=1)
     temperature: float = field(0.7, "sampling temperature of the evaluated models", ge=0.0)
     top_p: float = field(0.95, "nucleus sampling mass", ge=0.0, le=1.0)
@@ -112,6 +117,18 @@ def _generate(model: Any, tok: Any, prompts: list[Any], mode: str, cfg: EvalConf
     if mode == "few_shot":  # the few-shot examples are separated by a blank line: the answer ends where the next example would start
         texts = [t.strip("\n").split("\n\n")[0] for t in texts]
     return texts
+
+
+def best_of_n(rm: Any, prompts: list[Any], samples: list[list[str]]) -> list[str]:
+    """For each prompt, the sample the reward model scores highest (the first of equals); ``samples[k][i]`` is the k-th
+    sample for prompt i."""
+    scores = [rm.score_texts(prompts, s) for s in samples]
+    return [samples[max(range(len(samples)), key=lambda k: scores[k][i])][i] for i in range(len(prompts))]
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || the sampling policy) = log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2022)."""
+    return math.log(n) - (n - 1) / n
 
 
 def _harmful_items(records: dict) -> list[tuple[str, int]]:
@@ -195,6 +212,8 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         return rec.get("messages") or rec["prompt"]
 
     # ---- every model answers every set
+    best_of = cfg.best_of_n if rm_path is not None and any(c.name == "sft" for c in cands) else 0
+    sft_samples: list[dict[str, list[str]]] = []
     responses: dict[str, dict[str, list[str]]] = {}
     lm: dict[str, dict[str, float]] = {}
     for c in cands:
@@ -206,6 +225,9 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
             responses[c.name][set_name] = _generate(model, tok, [prompt_input(r, c.mode) for r in recs], c.mode, cfg, cfg.seed + 1)
         if c.name == "sft":  # a second, independent SFT sample: SFT's win rate against itself measures the noise floor
             responses["sft_resample"] = {"winrate": _generate(model, tok, [prompt_input(r, "chat") for r in records["winrate"]], "chat", cfg, cfg.seed + 2)}
+            if best_of > 1:  # N more samples per prompt, independent of the one SFT is judged by; the reward model picks below
+                sft_samples = [{s: _generate(model, tok, [prompt_input(r, "chat") for r in recs], "chat", cfg, cfg.seed + 1 + 7919 * k)
+                                for s, recs in records.items()} for k in range(1, best_of + 1)]
         if c.mode != "few_shot":
             lm[c.name] = {
                 "pretrain_val_loss": heldout_lm_loss(model, heldout_ids(tok, heldout_docs, cfg.lm_tokens)),
@@ -214,18 +236,23 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         else:
             lm[c.name] = dict(lm.get("pretrained", {}))
         del model
-    _save_responses(work, records, responses)
 
-    # ---- reward-model scores
+    # ---- reward-model scores (and SFT's best of N by them)
     rm_scores: dict[str, list[float]] = {}
     if rm_path is not None:
         from ..reward_model import load_reward_model
 
         rm = load_reward_model(str(rm_path), dev)
+        if best_of > 1:
+            responses[BEST_OF_N.key] = {s: best_of_n(rm, [prompt_input(r, "chat") for r in recs], [x[s] for x in sft_samples])
+                                        for s, recs in records.items()}
+            cands.insert(next(i for i, c in enumerate(cands) if c.name == "sft") + 1, Candidate(BEST_OF_N.key, next(c.path for c in cands if c.name == "sft"), "chat"))
+            lm[BEST_OF_N.key] = dict(lm["sft"])
         wr = records["winrate"]
         for name, sets_ in responses.items():
             rm_scores[name] = list(rm.score_texts([r.get("messages") or r["prompt"] for r in wr], sets_["winrate"]))
         del rm
+    _save_responses(work, records, responses)
 
     # ---- grading
     results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "judged_by": "heldout_labelers_and_gold_judge" if world else "reward_model_proxy", "models": {}}
@@ -261,6 +288,8 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         rate, ci = win_rate(outcomes)
         m.update(win_rate_vs_sft=rate, win_rate_ci95=ci, n_comparisons=len(outcomes))
         m["rm_score_mean"] = mean(rm_scores[c.name]) if c.name in rm_scores else None
+        if c.name == BEST_OF_N.key:
+            m.update(best_of_n=best_of, kl_from_sft=best_of_n_kl(best_of))
         m.update(lm.get(c.name, {}))
         for k in METRICS:
             m.setdefault(k, None)
