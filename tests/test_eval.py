@@ -107,7 +107,8 @@ def test_paired_gold_gain_on_fixed_inputs():
 def test_best_of_n_picks_the_reward_models_argmax_and_its_kl_formula():
     import numpy as np
 
-    from instructgpt.stages.evaluate import best_of_n, best_of_n_kl
+    from instructgpt.overopt import bon_kl as best_of_n_kl
+    from instructgpt.stages.evaluate import best_of_n
 
     class FakeRM:  # scores a response by its length, so the argmax is known
         def score_texts(self, prompts, responses):

@@ -45,6 +45,12 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
     bon = results["models"]["sft_best_of_n"]  # the tiny preset's best of 2 SFT samples by the reward model
     assert bon["best_of_n"] == 2 and abs(bon["kl_from_sft"] - (math.log(2) - 0.5)) < 1e-6
     assert bon["pretrain_val_loss"] == results["models"]["sft"]["pretrain_val_loss"]  # the SFT model's weights
+    # over-optimisation: best-of-1/2/4 from 4 SFT samples, and each RL policy at step 0 (SFT), its snapshot and its end
+    oo = results["overoptimization"]
+    assert [p["n"] for p in oo["best_of_n"]] == [1, 2, 4] and oo["prompts"] == 8 and oo["samples"] == 4
+    assert set(oo["rl"]) == {"ppo", "ppo_ptx"} and all([p["step"] for p in v] == [0, 2, 4] for v in oo["rl"].values())
+    assert all(math.isfinite(p["kl"]) and p["d"] == pytest.approx(math.sqrt(max(p["kl"], 0.0)), abs=1e-6) for v in oo["rl"].values() for p in v) and (tiny_run / "ppo" / "snapshots" / "step-2" / "config.json").is_file()
+    assert oo["fit_best_of_n"] is None  # two points past d = 0 are too few to fit
     for name, m in results["models"].items():
         for key in METRICS:
             assert key in m, (name, key)
@@ -75,6 +81,7 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
         assert stage in results["timings_s"] or stage == "eval"
     page = (tiny_run / "eval" / "report.html").read_text()
     assert "Prompts behind each rate" in page and "Ceiling (dotted line)" in page and "gold gain over SFT, by set" in page
+    assert "Reward over-optimisation" in page
     # the machine's speed at the start of the run, beside the stage times
     host = results["host"]
     assert host and host[0]["device"] == "cpu" and host[0]["matmul_gflops"] > 0 and host[0]["threads"] >= 1

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from .config import StageConfig, build_config, field
 from .errors import UserError
-from .rundir import COMPLETE_MARKER, HOST_FILE, LOCK_FILE, LOGS_FOLDER, RUN_FILE, STAGES, TIMINGS_FILE, file_lock, in_run, is_complete, partial_path, read_host, read_timings
+from .rundir import HOST_FILE, completion, LOCK_FILE, LOGS_FOLDER, RUN_FILE, STAGES, TIMINGS_FILE, file_lock, in_run, is_complete, partial_path, read_host, read_timings
 from .seeds import parse_seeds
 
 
@@ -66,12 +66,8 @@ def stage_config(name: str, cls: type, cfg: RunConfig, run_dir: Path) -> Any:
 
 
 def _summary(folder: Path) -> str:
-    try:
-        info = json.loads((folder / COMPLETE_MARKER).read_text())
-    except (OSError, ValueError):
-        return ""
     parts = []
-    for k, v in info.items():
+    for k, v in completion(folder).items():
         if k == "completed_at" or isinstance(v, (dict, list)) or v is None:
             continue
         parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")

@@ -78,6 +78,14 @@ LOCK_FILE = ".igpt-run.lock"  # held by the igpt run working in the folder
 CACHE_FOLDER = ".cache"  # tokenised corpora
 STORE_FILE = "comparisons.sqlite"  # the comparison store, in the label stage's folder
 TOKENS_FILE = "tokens.json"  # the web labellers' access tokens, beside the store
+SNAPSHOTS_FOLDER = "snapshots"  # an RL stage's policy along its run: <stage>/snapshots/step-N/, model folders
+
+
+def snapshots(folder: str | Path) -> list[tuple[int, Path]]:
+    """(step, model folder) of the policies an RL stage saved along its run, in step order."""
+    root = Path(folder) / SNAPSHOTS_FOLDER
+    found = [(int(p.name[5:]), p) for p in root.glob("step-*") if p.name[5:].isdigit() and (p / "config.json").is_file()]
+    return sorted(found)
 
 
 def in_run(run: str | Path, stage: str, *parts: str) -> Path:
@@ -271,6 +279,15 @@ def own_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
             except OSError:
                 pass
             raise
+
+
+def completion(out: str | Path) -> dict:
+    """What a stage recorded when it completed (its ``igpt_complete.json``); {} when incomplete or unreadable."""
+    try:
+        info = json.loads((Path(out) / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def finish_output(work: str | Path, out: str | Path, info: dict | None = None) -> Path:

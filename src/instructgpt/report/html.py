@@ -93,6 +93,50 @@ def curves_chart(results: dict) -> str | None:
     return _png(fig)
 
 
+def overopt_chart(oo: dict) -> str:
+    """Gao et al.'s picture: the gold score's and the reward model's gain over SFT against d = sqrt(KL to SFT), for
+    best-of-n and for each RL policy along its run, with the fitted gold curves and where they peak."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..overopt import curve
+
+    series = [("best-of-n (SFT samples, picked by the reward model)", oo["best_of_n"], oo.get("fit_best_of_n"), "#2e7d9a")]
+    series += [(f"{LABELS.get(k, k)} along its run", v, (oo.get("fit_rl") or {}).get(k), COLORS.get(k, "#e08a2e")) for k, v in oo["rl"].items()]
+    fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.2), squeeze=False)
+    g0, p0 = oo["best_of_n"][0]["gold"], oo["best_of_n"][0]["proxy"]
+    for ax, (title, pts, f, color) in zip(axes[0], series):
+        ds = [p["d"] for p in pts]
+        gold_line = ax.plot(ds, [p["gold"] - g0 for p in pts], "o-", color=color, label="gold judge")
+        twin = ax.twinx()
+        proxy_line = twin.plot(ds, [p["proxy"] - p0 for p in pts], "s--", color="#888", label="reward model (right axis)")
+        twin.set_ylabel("reward-model gain", fontsize=8, color="#666")
+        lines = gold_line + proxy_line
+        if f:  # drawn over the measured range only: two-parameter curves say little beyond it
+            grid = [max(ds) * i / 100 for i in range(101)]
+            lines += ax.plot(grid, [curve(f["form"], f["alpha"], f["beta"], x) for x in grid], ":", color=color, label="fit")
+            if f["d_peak"] is not None and f["d_peak"] <= max(ds):
+                ax.axvline(f["d_peak"], color=color, lw=0.8, alpha=0.5)
+        ax.axhline(0, color="#bbb", lw=0.8)
+        ax.set_xlabel("d = sqrt(KL to SFT)")
+        ax.set_ylabel("gold gain over SFT", fontsize=8)
+        ax.set_title(title, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=6, loc="best")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _overopt_table(oo: dict) -> str:
+    fits = [("best-of-n", oo.get("fit_best_of_n"))] + [(LABELS.get(k, k), f) for k, f in (oo.get("fit_rl") or {}).items()]
+    rows = "".join(f"<tr><th>{html.escape(n)}</th><td>{f['form']}</td><td>{f['alpha']:.4f}</td><td>{f['beta']:.4f}</td>"
+                   f"<td>{_fmt(f['kl_peak'])}</td><td>{f['points']}</td><td>{f['rmse']:.4f}</td></tr>" for n, f in fits if f)
+    return ("<table><tr><th></th><th>form</th><th>alpha</th><th>beta</th><th>KL where gold peaks (nats)</th><th>points</th>"
+            f"<th>fit RMSE</th></tr>{rows}</table>")
+
+
 def rm_chart(results: dict) -> str | None:
     import matplotlib
 
@@ -204,6 +248,14 @@ def render(results: dict) -> str:
     img = curves_chart(results)
     if img:
         parts.append(f"<h2>PPO training</h2><img alt='PPO curves' src='{img}'>")
+    oo = results.get("overoptimization")
+    if oo and oo.get("best_of_n"):
+        parts.append(f"<h2>Reward over-optimisation</h2><img alt='over-optimisation' src='{overopt_chart(oo)}'>")
+        parts.append(f"<p class='note'>On {oo['prompts']} held-out prompts, sampled at temperature 1: the gold judge's and the reward "
+                     f"model's mean score, as gains over SFT, against d = sqrt(KL to SFT). Best-of-n from {oo['samples']} SFT samples per "
+                     "prompt (KL = log n - (n-1)/n); each RL policy at its saved steps (KL measured on its samples). Dotted: the fits of "
+                     "Gao, Schulman and Hilton (2022), d(alpha - beta d) for best-of-n and d(alpha - beta log d) for RL; a vertical "
+                     "line where the fitted gold score peaks.</p>" + _overopt_table(oo))
     img = rm_chart(results)
     if img:
         parts.append(f"<h2>Reward model</h2><img alt='reward model accuracy' src='{img}'>")

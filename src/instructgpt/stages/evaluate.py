@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -23,10 +22,11 @@ from typing import Any, ClassVar
 from ..config import StageConfig, field, save_config
 from ..errors import UserError
 from ..evaluation import heldout_ids, heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
+from ..overopt import bon_kl
 from ..report.text import format_table
 from ..models import check_model_ref
 from ..rundir import (
-    BEST_OF_N, PROMPTED, RUN_FILE, RUN_MODELS, begin_output, in_run, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
+    BEST_OF_N, PROMPTED, RUN_FILE, RUN_MODELS, begin_output, completion, in_run, snapshots, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
 )
 
 RESULTS_SCHEMA_VERSION = 1
@@ -43,11 +43,11 @@ class EvalConfig(StageConfig):
     stage: ClassVar[str] = "eval"
     presets: ClassVar[dict] = {
         "tiny": dict(n_winrate=24, n_closed_domain=8, n_false_premise=8, n_toxicity=8, n_harmful=8, n_probes=20, max_new_tokens=24, lm_tokens=4000,
-                     best_of_n=2),
+                     best_of_n=2, overopt_prompts=8, overopt_samples=4),
         "default": dict(n_winrate=200, n_closed_domain=80, n_false_premise=60, n_toxicity=80, n_harmful=60, n_probes=200, max_new_tokens=48, lm_tokens=40000,
-                        best_of_n=4),
+                        best_of_n=4, overopt_prompts=64, overopt_samples=16),
         "gpu": dict(n_winrate=1000, n_closed_domain=300, n_false_premise=300, n_toxicity=400, n_harmful=150, n_probes=1000, max_new_tokens=96, lm_tokens=400000,
-                    best_of_n=16),
+                    best_of_n=16, overopt_prompts=256, overopt_samples=64),
     }
 
     run: str = field("", "run directory whose models are evaluated (its eval/ folder receives the results)")
@@ -65,6 +65,9 @@ class EvalConfig(StageConfig):
     n_probes: int = field(200, "knowledge probes for the alignment tax", ge=0)
     lm_tokens: int = field(40000, "held-out pretraining tokens for the alignment-tax loss", ge=0)
     best_of_n: int = field(0, "also evaluate SFT's best of N samples by the reward model (0 or 1 = off)", ge=0)
+    overopt_prompts: int = field(0, "over-optimisation curves (best-of-n and the RL policies along their runs: gold and reward-model "
+                                    "score against sqrt(KL to SFT)) on this many held-out prompts (0 = off; needs the world)", ge=0)
+    overopt_samples: int = field(16, "SFT samples per prompt for the best-of-n curve (n = 1, 2, 4, ... up to it)", ge=1)
     max_new_tokens: int = field(48, "response length limit", ge=1)
     temperature: float = field(0.7, "sampling temperature of the evaluated models", ge=0.0)
     top_p: float = field(0.95, "nucleus sampling mass", ge=0.0, le=1.0)
@@ -124,11 +127,6 @@ def best_of_n(rm: Any, prompts: list[Any], samples: list[list[str]]) -> list[str
     sample for prompt i."""
     scores = [rm.score_texts(prompts, s) for s in samples]
     return [samples[max(range(len(samples)), key=lambda k: scores[k][i])][i] for i in range(len(prompts))]
-
-
-def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n || the sampling policy) = log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2022)."""
-    return math.log(n) - (n - 1) / n
 
 
 def _harmful_items(records: dict) -> list[tuple[str, int]]:
@@ -239,6 +237,7 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
 
     # ---- reward-model scores (and SFT's best of N by them)
     rm_scores: dict[str, list[float]] = {}
+    overopt: dict | None = None
     if rm_path is not None:
         from ..reward_model import load_reward_model
 
@@ -251,6 +250,14 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         wr = records["winrate"]
         for name, sets_ in responses.items():
             rm_scores[name] = list(rm.score_texts([r.get("messages") or r["prompt"] for r in wr], sets_["winrate"]))
+        if cfg.overopt_prompts > 0 and world is not None and run_dir is not None and any(c.name == "sft" for c in cands):
+            from ..overopt import measure
+
+            rl = {m.key: [(s, str(p)) for s, p in snapshots(folder)] + [(int(completion(folder).get("step", 0)), str(folder))]
+                  for m, folder in finished_models(run_dir) if m.role == "rl"}
+            recs = records["winrate"][: cfg.overopt_prompts]
+            overopt = measure(next(c.path for c in cands if c.name == "sft"), rl, recs, [prompt_input(r, "chat") for r in recs], judge,
+                              rm, cfg.overopt_samples, cfg.max_new_tokens, cfg.seed + 31, dev, cfg.batch_size)
         del rm
     _save_responses(work, records, responses)
 
@@ -289,7 +296,7 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         m.update(win_rate_vs_sft=rate, win_rate_ci95=ci, n_comparisons=len(outcomes))
         m["rm_score_mean"] = mean(rm_scores[c.name]) if c.name in rm_scores else None
         if c.name == BEST_OF_N.key:
-            m.update(best_of_n=best_of, kl_from_sft=best_of_n_kl(best_of))
+            m.update(best_of_n=best_of, kl_from_sft=bon_kl(best_of))
         m.update(lm.get(c.name, {}))
         for k in METRICS:
             m.setdefault(k, None)
@@ -323,6 +330,8 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
     results["host"] = read_host(run_dir)
     results["samples"] = _side_by_side(records, responses, [c.name for c in cands], world)
     results["training_curves"] = _curves(run_dir)
+    if overopt is not None:
+        results["overoptimization"] = overopt
     (work / "results.json").write_text(json.dumps(finite_json(results), indent=1, ensure_ascii=False), encoding="utf-8")
     if cfg.report:
         from ..report.html import write_report

@@ -33,7 +33,7 @@ from ..config import TrainConfig, field, save_config
 from ..episodes import PromptStream, batched, build_episodes, chunks, encode_records, truncate_after_stop
 from ..errors import UserError
 from ..policy import RewardScorer, build_value_module, load_sequence_classifier, no_dropout, policy_module, sequence_logprobs
-from ..rundir import CACHE_FOLDER, begin_output, check_output, finish_output, in_run, partial_path
+from ..rundir import CACHE_FOLDER, SNAPSHOTS_FOLDER, begin_output, check_output, finish_output, in_run, partial_path, swap_in
 
 # PPO-ptx's default pretraining-loss coefficient gamma. InstructGPT used 27.8 with its own loss scaling (and 175B
 # models). With our per-token mean losses and whitened advantages the policy-gradient norm is ~1.5 on the default
@@ -54,13 +54,13 @@ class PPOConfig(TrainConfig):
     presets: ClassVar[dict] = {
         "tiny": dict(steps=4, batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=16, max_prompt_len=64, lr=1e-4,
                      value_lr=1e-4, eval_every=2, eval_prompts=8, sample_every=2, checkpoint_every=2, ptx_seq_len=32,
-                     val_tokens=2048),
+                     val_tokens=2048, save_policy_every=2),
         "default": dict(steps=20, batch_size=32, minibatch_size=8, ppo_epochs=2, max_new_tokens=48, max_prompt_len=96,
                         lr=5e-5, value_lr=1e-4, eval_every=10, eval_prompts=128, sample_every=5, checkpoint_every=5,
-                        ptx_seq_len=64, ptx_per_episode=0.25, val_tokens=16384),
+                        ptx_seq_len=64, ptx_per_episode=0.25, val_tokens=16384, save_policy_every=5),
         "gpu": dict(steps=400, batch_size=256, minibatch_size=64, ppo_epochs=4, max_new_tokens=64, max_prompt_len=256,
                     lr=1e-5, value_lr=1e-5, eval_every=25, eval_prompts=256, sample_every=50, checkpoint_every=50,
-                    ptx_seq_len=256, ptx_per_episode=1.0, val_tokens=65536, rollout_batch_size=256),
+                    ptx_seq_len=256, ptx_per_episode=1.0, val_tokens=65536, rollout_batch_size=256, save_policy_every=50),
     }
 
     run: str = field("", "run directory: reads sft/, rm/, world/ and writes ppo/ (or ppo-ptx/)")
@@ -109,6 +109,8 @@ class PPOConfig(TrainConfig):
     sample_every: int = field(5, "write a table of sample responses to samples.jsonl every N steps (0 = off)", ge=0)
     n_samples: int = field(4, "rows in each sample table", ge=0)
     checkpoint_every: int = field(5, "checkpoint every N steps (and at the end)", ge=0)
+    save_policy_every: int = field(0, "also keep the policy every N steps as a model folder in <out>/snapshots/step-N, for the "
+                                      "over-optimisation curve of igpt eval (0 = off)", ge=0)
     stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to --steps)", ge=0)
     rollout_batch_size: int = field(64, "sequences sampled together", ge=1)
     forward_batch_size: int = field(64, "sequences per no-grad scoring pass (reference, value, reward)", ge=1)
@@ -458,6 +460,11 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             loop.advance()
             step = loop.step
             episodes_done += B * d.world_size
+            if d.is_main and cfg.save_policy_every and step % cfg.save_policy_every == 0 and step < cfg.steps:
+                tmp = work / SNAPSHOTS_FOLDER / f"step-{step}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                save_model(policy_lm, tok, tmp)
+                swap_in(tmp, tmp.with_name(f"step-{step}"))
             row: dict[str, Any] = {
                 "reward": all_reduce_mean(float(rewards.sum(-1).mean()), d),
                 "score": mean_score,
