@@ -210,7 +210,9 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         return rec.get("messages") or rec["prompt"]
 
     # ---- every model answers every set
-    best_of = cfg.best_of_n if rm_path is not None and any(c.name == "sft" for c in cands) else 0
+    sft_path = next(c.path for c in cands if c.name == "sft")  # _candidates makes sure there is one
+    # best-of-n is judged by the world: without one the reward model that picked it would judge it too
+    best_of = cfg.best_of_n if rm_path is not None and world is not None else 0
     sft_samples: list[dict[str, list[str]]] = []
     responses: dict[str, dict[str, list[str]]] = {}
     lm: dict[str, dict[str, float]] = {}
@@ -245,18 +247,18 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         if best_of > 1:
             responses[BEST_OF_N.key] = {s: best_of_n(rm, [prompt_input(r, "chat") for r in recs], [x[s] for x in sft_samples])
                                         for s, recs in records.items()}
-            cands.insert(next(i for i, c in enumerate(cands) if c.name == "sft") + 1, Candidate(BEST_OF_N.key, next(c.path for c in cands if c.name == "sft"), "chat"))
+            cands.insert(next(i for i, c in enumerate(cands) if c.name == "sft") + 1, Candidate(BEST_OF_N.key, sft_path, "chat"))
             lm[BEST_OF_N.key] = dict(lm["sft"])
         wr = records["winrate"]
         for name, sets_ in responses.items():
             rm_scores[name] = list(rm.score_texts([r.get("messages") or r["prompt"] for r in wr], sets_["winrate"]))
-        if cfg.overopt_prompts > 0 and world is not None and run_dir is not None and any(c.name == "sft" for c in cands):
+        if cfg.overopt_prompts > 0 and world is not None and run_dir is not None:
             from ..overopt import measure
 
             rl = {m.key: [(s, str(p)) for s, p in snapshots(folder)] + [(int(completion(folder).get("step", 0)), str(folder))]
                   for m, folder in finished_models(run_dir) if m.role == "rl"}
             recs = records["winrate"][: cfg.overopt_prompts]
-            overopt = measure(next(c.path for c in cands if c.name == "sft"), rl, recs, [prompt_input(r, "chat") for r in recs], judge,
+            overopt = measure(sft_path, rl, recs, [prompt_input(r, "chat") for r in recs], judge,
                               rm, cfg.overopt_samples, cfg.max_new_tokens, cfg.seed + 31, dev, cfg.batch_size)
         del rm
     _save_responses(work, records, responses)
