@@ -40,3 +40,23 @@ def test_best_of_n_picks_by_the_proxy_and_averages_every_group():
     assert pts[2]["gold"] == pytest.approx((0.6 + 0.2) / 2) and pts[2]["proxy"] == pytest.approx(1.5)  # groups {0,1}, {2,3}
     assert pts[4]["gold"] == pytest.approx(0.2) and pts[4]["proxy"] == pytest.approx(2.0)
     assert pts[4]["kl"] == pytest.approx(bon_kl(4)) and pts[1]["d"] == 0.0
+
+
+def test_the_seeds_curves_merge_and_the_pooled_fit_uses_every_seeds_gains():
+    from instructgpt.seeds import aggregate_overopt
+
+    def seed_curve(offset: float, alpha: float, beta: float) -> dict:
+        bon = [{"n": n, "kl": bon_kl(n), "d": math.sqrt(bon_kl(n)), "gold": offset + curve("bon", alpha, beta, math.sqrt(bon_kl(n))),
+                "proxy": n * 0.1} for n in (1, 2, 4, 8, 16)]
+        rl = [{"step": s, "kl": 0.1 * s, "d": math.sqrt(0.1 * s), "gold": offset + curve("rl", alpha, beta, math.sqrt(0.1 * s)),
+               "proxy": s} for s in (0, 5, 10, 15, 20)]
+        return {"prompts": 8, "samples": 16, "temperature": 1.0, "best_of_n": bon, "rl": {"ppo": rl}}
+
+    # two seeds whose SFT scores differ (0.3 and 0.5) but whose gains follow the same curves
+    agg = aggregate_overopt([seed_curve(0.3, 0.8, 0.5), None, seed_curve(0.5, 0.8, 0.5)])
+    assert agg["seeds"] == 2 and [p["n"] for p in agg["best_of_n"]] == [1, 2, 4, 8, 16]
+    assert agg["best_of_n"][0]["gold"] == pytest.approx(0.4) and agg["best_of_n"][0]["gold_sd"] == pytest.approx(math.sqrt(0.02))
+    assert agg["fit_best_of_n"]["alpha"] == pytest.approx(0.8) and agg["fit_best_of_n"]["beta"] == pytest.approx(0.5)
+    assert agg["fit_rl"]["ppo"]["alpha"] == pytest.approx(0.8) and agg["fit_rl"]["ppo"]["beta"] == pytest.approx(0.5)
+    assert [p["step"] for p in agg["rl"]["ppo"]] == [0, 5, 10, 15, 20] and agg["rl"]["ppo"][2]["kl"] == pytest.approx(1.0)
+    assert aggregate_overopt([None, {}]) is None

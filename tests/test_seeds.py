@@ -174,8 +174,12 @@ def test_tiny_run_over_two_seeds_resumes_and_aggregates(tmp_path, capsys):
     ids = {c["id"] for c in agg["claims"]}
     assert {"sft_beats_pretrained", "ppo_gold_gain", "ppo_ptx_win_rate", "ppo_harmful", "ptx_alignment_tax"} <= ids
     assert all(len(c["per_seed"]) == 2 for c in agg["claims"])
+    oo = agg["overoptimization"]  # each seed's curves, merged: best-of-1 is the mean of the seeds' SFT samples
+    assert oo["seeds"] == 2 and oo["best_of_n"][0]["gold"] == pytest.approx(
+        sum(p["overoptimization"]["best_of_n"][0]["gold"] for p in per) / 2) and set(oo["rl"]) == {"ppo", "ppo_ptx"}
     page = (run / "eval" / "report.html").read_text()
     assert "over seeds" in page and "The paper's claims" in page and "data:image/png;base64," in page
+    assert "over-optimisation over seeds" in page
     assert "holds on" in out.out and "pooled, ppo:" in out.out
     # a rerun skips everything; another seed list in the same folder is refused
     assert main(["run", "--preset", "tiny", "--seeds", "2", "--run", str(run)]) == 0

@@ -211,7 +211,41 @@ def aggregate(per_seed: list[dict], seeds: list[int], runs: list[str]) -> dict:
         "timings_s": {str(s): r.get("timings_s") for s, r in zip(seeds, per_seed)},
         "host": {str(s): r.get("host") for s, r in zip(seeds, per_seed)},
         "config": {"preset": (per_seed[0].get("config") or {}).get("preset"), "seeds": list(seeds)},
+        "overoptimization": aggregate_overopt([r.get("overoptimization") for r in per_seed]),
     }
+
+
+def aggregate_overopt(per_seed: list[dict | None]) -> dict | None:
+    """The seeds' over-optimisation curves in one: at each n (best-of-n) and each step (RL), the seeds' mean KL, gold and
+    reward-model scores (with the gold's between-seed sd), d = sqrt(mean KL); Gao's forms fitted to every seed's gold
+    gains over its own SFT together. None when no seed measured them."""
+    from .overopt import fit
+
+    oos = [o for o in per_seed if o and o.get("best_of_n")]
+    if not oos:
+        return None
+
+    def merged(rows: list[dict], key: str, value: Any) -> dict:
+        rows = [r for r in rows if r.get(key) == value]
+        kl = sum(r["kl"] for r in rows) / len(rows)
+        gold = mean_sd([r["gold"] for r in rows])
+        return {key: value, "kl": kl, "d": math.sqrt(max(kl, 0.0)), "gold": gold["mean"], "gold_sd": gold["sd"],
+                "proxy": sum(r["proxy"] for r in rows) / len(rows), "seeds": len(rows)}
+
+    def gains(curves: list[tuple[dict, list[dict]]]) -> tuple[list[float], list[float]]:
+        pts = [(p["d"], p["gold"] - o["best_of_n"][0]["gold"]) for o, c in curves for p in c]
+        return [d for d, _ in pts], [g for _, g in pts]
+
+    ns = sorted({p["n"] for o in oos for p in o["best_of_n"]})
+    bon = [merged([p for o in oos for p in o["best_of_n"]], "n", n) for n in ns]
+    out = {"seeds": len(oos), "prompts": oos[0]["prompts"], "samples": oos[0]["samples"], "temperature": oos[0]["temperature"],
+           "best_of_n": bon, "fit_best_of_n": fit(*gains([(o, o["best_of_n"]) for o in oos]), "bon"), "rl": {}, "fit_rl": {}}
+    for name in sorted({k for o in oos for k in o.get("rl") or {}}):
+        curves = [(o, o["rl"][name]) for o in oos if name in (o.get("rl") or {})]
+        steps = sorted({p["step"] for _, c in curves for p in c})
+        out["rl"][name] = [merged([p for _, c in curves for p in c], "step", s) for s in steps]
+        out["fit_rl"][name] = fit(*gains(curves), "rl")
+    return out
 
 
 def read_results(run: Path) -> dict:

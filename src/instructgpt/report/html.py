@@ -341,6 +341,12 @@ def render_seeds(agg: dict) -> str:
         parts.append(f"<li class='{'ok' if v['holds'] else 'no'}'>{e(claim_line(v, len(seeds)))}</li>")
     parts.append("</ul>")
     parts.append(f"<h2>Win rate against SFT</h2><img alt='win rates over seeds' src='{seeds_winrate_chart(agg)}'>")
+    oo = agg.get("overoptimization")
+    if oo:
+        parts.append(f"<h2>Reward over-optimisation</h2><img alt='over-optimisation over seeds' src='{overopt_chart(oo)}'>")
+        parts.append(f"<p class='note'>The means over {oo['seeds']} seeds of each seed's curves ({oo['prompts']} held-out prompts, "
+                     f"best-of-n from {oo['samples']} SFT samples per prompt, temperature 1); the fits use every seed's points, each "
+                     "as a gain over its own SFT.</p>" + _overopt_table(oo))
     cols = [("win vs SFT", "win_rate_vs_sft"), ("Likert 1-7", "likert_mean"), ("gold score", "gold_score_mean"), ("RM score", "rm_score_mean"),
             ("fails instruction", "fails_instruction_rate"), ("hallucination (closed domain)", "hallucination_rate"),
             ("truthful (false premise)", "truthful_rate"), ("harmful compliance", "harmful_compliance_rate"),
