@@ -118,6 +118,14 @@ def test_ipo_trains_and_bad_input_is_one_line(tiny_model_dir, tmp_path):
                         epochs=2, batch_size=8, val_fraction=0.0, progress=False, tensorboard=False))
     final = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert final["final"] and math.isfinite(final["train_comparisons"])
+    # the pairwise shapes igpt rm reads (prompt/chosen/rejected and Anthropic HH dialogues) train DPO the same way
+    pairwise = _ranked(tmp_path / "pairs.jsonl", [
+        {"prompt": f"Tell me about item {i}.", "chosen": f"Item {i} is fine, thank you.", "rejected": "Go away, idiot."} for i in range(6)
+    ] + [{"chosen": f"\n\nHuman: Hi {i}\n\nAssistant: Hello, how can I help?", "rejected": f"\n\nHuman: Hi {i}\n\nAssistant: What."}
+         for i in range(6)])
+    out = run(DPOConfig(data=[str(pairwise)], model=str(tiny_model_dir), out=str(tmp_path / "pairs"), batch_size=4, val_fraction=0.0,
+                        progress=False, tensorboard=False))
+    assert [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()][0]["train_comparisons"] == 12
     with pytest.raises(UserError, match="--model"):
         run(DPOConfig(data=[str(train)], out=str(tmp_path / "x")))
     with pytest.raises(UserError, match=r"--beta"):
