@@ -79,9 +79,13 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
     assert abs(pre["gold_gain_vs_sft"]["mean"]) > 0 and results["models"]["sft"]["gold_gain_vs_sft"]["n"] == sizes["winrate"]
     for stage in STAGE_FOLDERS:
         assert stage in results["timings_s"] or stage == "eval"
+        if stage != "world":  # every stage's completion record, and the results, hold its peak memory
+            assert json.loads((tiny_run / stage / "igpt_complete.json").read_text())["peak_rss_mb"] > 50, stage
+            assert results["peak_memory_mb"][stage]["peak_rss_mb"] > 50, stage
+    assert all(r["peak_rss_mb"] > 50 for r in map(json.loads, (tiny_run / "sft" / "metrics.jsonl").read_text().splitlines()) if r["step"] > 0 and "loss" in r)
     page = (tiny_run / "eval" / "report.html").read_text()
     assert "Prompts behind each rate" in page and "Ceiling (dotted line)" in page and "gold gain over SFT, by set" in page
-    assert "Reward over-optimisation" in page
+    assert "Reward over-optimisation" in page and "peak memory" in page
     # the machine's speed at the start of the run, beside the stage times
     host = results["host"]
     assert host and host[0]["device"] == "cpu" and host[0]["matmul_gflops"] > 0 and host[0]["threads"] >= 1

@@ -107,3 +107,21 @@ def test_a_non_finite_gradient_in_one_part_updates_no_part(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(before, [p for m in (a, b) for p in m.parameters()]))
     assert math.isnan(float(next(b.parameters()).grad.sum()))
     loop.close()
+
+
+def test_peak_memory_counts_from_the_stage_start():
+    import sys
+
+    import numpy as np
+
+    from instructgpt.rundir import peak_memory, reset_peak_memory
+
+    reset_peak_memory()
+    before = peak_memory()["peak_rss_mb"]
+    block = np.ones(40_000_000)  # 305 MiB, touched
+    grown = peak_memory()["peak_rss_mb"]
+    del block
+    assert grown - before > 250
+    if sys.platform.startswith("linux"):  # the high-water mark can be reset there: a new stage does not inherit the old peak
+        reset_peak_memory()
+        assert peak_memory()["peak_rss_mb"] < grown - 250

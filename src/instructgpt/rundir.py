@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +196,45 @@ def begin_output(out: str | Path, overwrite: bool = False, resume: bool = True) 
     if work.exists() and not resume:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    reset_peak_memory()
     return work
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def _cuda() -> object | None:
+    """torch.cuda when this process has already started using a GPU (nothing is imported or initialised here)."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
+def reset_peak_memory() -> None:
+    """Measure this process's peak memory afresh from now (each stage from its start, also when several run in one
+    process): the resident set's high-water mark on Linux, the allocator's peak on CUDA."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux, or not allowed: the peak then counts from the process's start
+        pass
+    cuda = _cuda()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, float]:
+    """``peak_rss_mb``: the resident set's peak since ``reset_peak_memory`` (the process's, where it cannot be reset);
+    ``peak_cuda_mb``: the CUDA allocator's peak on this process's GPU, when it uses one."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            out["peak_rss_mb"] = next(round(int(ln.split()[1]) / 1024, 1) for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        out["peak_rss_mb"] = round(rss / (2**20 if sys.platform == "darwin" else 1024), 1)
+    cuda = _cuda()
+    if cuda is not None:
+        out["peak_cuda_mb"] = round(cuda.max_memory_allocated() / 2**20, 1)
+    return out
 
 
 @contextlib.contextmanager
@@ -293,7 +332,7 @@ def completion(out: str | Path) -> dict:
 def finish_output(work: str | Path, out: str | Path, info: dict | None = None) -> Path:
     """Mark ``work`` complete and move it to ``out`` atomically (replacing an old ``out`` only now)."""
     work, out = Path(work), Path(out)
-    marker = {"completed_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})}
+    marker = {"completed_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {}), **peak_memory()}
     (work / COMPLETE_MARKER).write_text(json.dumps(marker, indent=1))
     return swap_in(work, out)
 

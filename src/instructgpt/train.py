@@ -457,9 +457,11 @@ class Loop:
 
     def log_step(self, row: dict, loss_name: str | None = None, postfix: dict | None = None) -> None:
         """The NaN policy on ``row["loss"]`` (when ``loss_name`` names it), then the metrics row and the progress bar."""
+        from .rundir import peak_memory
+
         if loss_name:
             check_finite(loss_name, row["loss"], f"step {self.step}")
-        self.log.log(self.step, **row)
+        self.log.log(self.step, **row, **peak_memory())
         self.bar.set_postfix(**(postfix or {"loss": f"{row['loss']:.3f}"}))
         self.bar.update(1)
 

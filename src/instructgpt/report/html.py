@@ -279,7 +279,15 @@ def render(results: dict) -> str:
         parts.append("</table><p class='note'>The pretrained model sees the prompt as plain text (as GPT-3 did); the others see it through the chat template.</p>")
     t = results.get("timings_s") or {}
     if t:
-        parts.append("<h2>Time per stage</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{v:.0f} s</td></tr>" for k, v in t.items() if isinstance(v, (int, float))) + "</table>")
+        mem = results.get("peak_memory_mb") or {}
+
+        def peak(stage: str) -> str:
+            m = mem.get(stage) or {}
+            return " / ".join(f"{m[k] / 1024:.2f} GiB{' GPU' if k == 'peak_cuda_mb' else ''}" for k in ("peak_rss_mb", "peak_cuda_mb") if k in m)
+
+        parts.append("<h2>Time and peak memory per stage</h2><table><tr><th></th><th>wall time</th><th>peak memory (resident set; GPU "
+                     "allocator)</th></tr>" + "".join(f"<tr><th>{e(k)}</th><td>{v:.0f} s</td><td>{e(peak(k))}</td></tr>"
+                                                      for k, v in t.items() if isinstance(v, (int, float))) + "</table>")
         together = [k for k in t if "+" in k]
         if together:
             parts.append("<p class='note'>" + ", ".join(f"{e(' and '.join(k.split('+')))}" for k in together)

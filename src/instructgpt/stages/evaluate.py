@@ -26,7 +26,7 @@ from ..overopt import bon_kl
 from ..report.text import format_table
 from ..models import check_model_ref
 from ..rundir import (
-    BEST_OF_N, PROMPTED, RUN_FILE, RUN_MODELS, begin_output, completion, in_run, snapshots, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
+    BEST_OF_N, PROMPTED, RUN_FILE, RUN_MODELS, STAGES, begin_output, completion, in_run, peak_memory, snapshots, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
 )
 
 RESULTS_SCHEMA_VERSION = 1
@@ -328,6 +328,7 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
     results["reward_model"] = _reward_model_summary(run_dir)
     results["timings_s"] = read_timings(run_dir)
     results["timings_s"]["eval"] = round(time.time() - t_start, 1)
+    results["peak_memory_mb"] = _peak_memory(run_dir)
     results["config"] = _run_config(run_dir, cfg)
     results["host"] = read_host(run_dir)
     results["samples"] = _side_by_side(records, responses, [c.name for c in cands], world)
@@ -419,6 +420,19 @@ def _reward_model_summary(run: Path | None) -> dict:
             if row.get(k) is not None:
                 summary[k] = row[k]
     return summary
+
+
+def _peak_memory(run: Path | None) -> dict:
+    """Each stage's peak memory, as its completion record holds it (``peak_rss_mb``, and ``peak_cuda_mb`` on a GPU),
+    and the evaluation's own so far."""
+    out: dict[str, dict] = {}
+    if run is not None:
+        for s in STAGES:
+            mem = {k: v for k, v in completion(in_run(run, s.table)).items() if k.startswith("peak_")}
+            if mem:
+                out[s.folder] = mem
+    out["eval"] = peak_memory()
+    return out
 
 
 def _curves(run: Path | None) -> dict:
