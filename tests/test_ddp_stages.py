@@ -111,6 +111,39 @@ def test_reward_model_ddp_two_processes_equal_one_process_with_the_same_global_b
     assert got == pytest.approx(load_reward_model(single, torch.device("cpu")).score_texts(prompts, answers), abs=1e-4)
 
 
+def test_dpo_ddp_two_processes_equal_one_process_with_the_same_global_batch(tiny_model_dir, tmp_path):
+    """DPO on the reward model's comparisons: 2 processes x 4 comparisons per step == 1 process x 8 == 1 process x 4 x 2
+    accumulated: the same weights, losses, training accuracies and margins, and the same held-out evaluation."""
+    import torch
+    from safetensors.torch import load_file
+
+    from instructgpt.stages.dpo import DPOConfig, run
+
+    train, held, _ = _comparison_files(tmp_path)
+    kw = dict(data=[str(train)], eval_data=[str(held)], model=str(tiny_model_dir), epochs=2, lr=1e-3, warmup_steps=1, eval_every=2,
+              checkpoint_every=100, empty_responses="keep", progress=False, tensorboard=False)
+    single = run(DPOConfig(**kw, batch_size=8, out=str(tmp_path / "single")))
+    accum = run(DPOConfig(**kw, batch_size=4, grad_accum=2, out=str(tmp_path / "accum")))
+    script = tmp_path / "ddp_dpo.py"
+    script.write_text("import sys, json\nfrom instructgpt.stages.dpo import DPOConfig, run\nrun(DPOConfig(**json.loads(sys.argv[1])))\n")
+    r = run_torchrun(script, 29567, json.dumps({**kw, "batch_size": 4, "out": str(tmp_path / "ddp")}))
+    ddp = tmp_path / "ddp"
+    assert (ddp / "igpt_complete.json").is_file() and r.stdout.count("dpo model: ") == 1  # rank 0 alone reports
+    w = {name: load_file(str(p / "model.safetensors")) for name, p in (("single", single), ("accum", accum), ("ddp", ddp))}
+    for k in w["single"]:
+        assert torch.allclose(w["single"][k], w["ddp"][k], atol=1e-5, rtol=1e-4), k
+        assert torch.allclose(w["accum"][k], w["ddp"][k], atol=1e-5, rtol=1e-4), k
+    m = {name: _rows(p / "metrics.jsonl") for name, p in (("single", single), ("accum", accum), ("ddp", ddp))}
+    assert [x["step"] for x in m["ddp"] if "loss" in x] == [1, 2, 3, 4, 5, 6]
+    for other in ("single", "accum"):
+        for key in ("loss", "acc", "margin"):
+            assert [round(x[key], 4) for x in m[other] if "loss" in x] == [round(x[key], 4) for x in m["ddp"] if "loss" in x], key
+        evals = lambda rows: [(x["step"], round(x["eval_margin"], 4)) for x in rows if "eval_margin" in x]  # noqa: E731
+        assert evals(m[other]) == evals(m["ddp"]) and [s for s, _ in evals(m["ddp"])] == [0, 2, 4]
+    assert m["ddp"][-1]["final"] and m["ddp"][-1]["margin"] == pytest.approx(m["single"][-1]["margin"], abs=1e-4)
+    assert m["ddp"][-1]["margin"] > 0  # it learned the labelers' order
+
+
 # ---------------------------------------------------------------------------------------------- PPO
 PPO_SCRIPT = """\
 import json, os, sys
