@@ -329,3 +329,18 @@ def test_adaptive_kl_horizon_note_when_the_controller_cannot_act():
     for _ in range(60):
         ctl.update(4.0, 32)
     assert ctl.beta >= 0.04
+
+
+def test_activation_checkpointing_trains_the_same_policy_and_value_model(tiny_model_dir, tiny_rm_dir, prompts_file, toy_corpus, tmp_path):
+    """PPO-ptx with --gradient-checkpointing (both trained models, held in eval mode to keep dropout off) ends with the
+    weights of the run without it."""
+    common = dict(reward_model=str(tiny_rm_dir), ptx_corpus=str(toy_corpus), ptx_coef=1.0, ptx_per_episode=0.5, steps=2, lr=1e-3,
+                  cache_dir=str(tmp_path / "cache"), val_tokens=0, eval_every=0)
+    plain = ppo.run(tiny_cfg(tiny_model_dir, prompts_file, tmp_path / "plain", **common))
+    ckpt = ppo.run(tiny_cfg(tiny_model_dir, prompts_file, tmp_path / "ckpt", gradient_checkpointing=True, **common))
+    a, b = _weights(plain), _weights(ckpt)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    va, vb = (_weights(p / "value") for p in (plain, ckpt))
+    assert all(torch.allclose(va[k], vb[k], atol=1e-5, rtol=1e-4) for k in va)

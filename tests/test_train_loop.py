@@ -125,3 +125,48 @@ def test_peak_memory_counts_from_the_stage_start():
     if sys.platform.startswith("linux"):  # the high-water mark can be reset there: a new stage does not inherit the old peak
         reset_peak_memory()
         assert peak_memory()["peak_rss_mb"] < grown - 250
+
+
+@pytest.mark.parametrize("mode", ["train, residual dropout 0.2", "eval (dropout off, as the RL stages hold it)"])
+def test_activation_checkpointing_gives_the_same_gradients(tiny_model_dir, mode):
+    import torch
+
+    from instructgpt.models import enable_gradient_checkpointing, enable_residual_dropout, load_causal_lm
+    from instructgpt.train import lm_loss
+
+    x = torch.randint(0, 200, (3, 24), generator=torch.Generator().manual_seed(0))
+
+    def grads(checkpointing: bool) -> dict:
+        model = load_causal_lm(str(tiny_model_dir))
+        if mode.startswith("train"):
+            enable_residual_dropout(model, 0.2)
+            model.train()
+        else:
+            model.eval()
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        calls, mlp = [], model.model.layers[0].mlp
+        forward = mlp.forward
+        mlp.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+        torch.manual_seed(1)  # the same dropout masks, replayed by the recomputation
+        loss = lm_loss(model, x[:, :-1], x[:, 1:])
+        assert len(calls) == 1
+        loss.backward()
+        assert len(calls) == (2 if checkpointing else 1)  # checkpointed: the layer ran again in the backward pass
+        with torch.no_grad():  # passes without gradients (sampling, scoring) still use the cache
+            out = model(input_ids=x[:, :4], use_cache=True)
+        assert out.past_key_values is not None
+        return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    a, b = grads(False), grads(True)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
+
+
+def test_activation_checkpointing_on_a_model_without_it_is_one_line():
+    import torch
+
+    from instructgpt.models import enable_gradient_checkpointing
+
+    with pytest.raises(UserError, match="--gradient-checkpointing: Linear does not support"):
+        enable_gradient_checkpointing(torch.nn.Linear(2, 2))

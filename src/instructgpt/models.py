@@ -171,3 +171,49 @@ def enable_residual_dropout(model: Any, p: float) -> list[Any]:
         if leaf in ("self_attn", "mlp", "attn", "attention", "feed_forward"):
             handles.append(module.register_forward_hook(hook))
     return handles
+
+
+def zero_dropout(model: Any) -> None:
+    """Every dropout of a model set to 0, in the modules themselves (``nn.Dropout`` and the float rates attention
+    modules keep, such as Llama's ``attention_dropout`` or OPT's ``dropout``) and in its config: dropout stays off
+    even in training mode."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        for name, value in list(vars(m).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(m, name, 0.0)
+    for m in model.modules():
+        config = getattr(m, "config", None)
+        for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+            if config is not None and isinstance(getattr(config, name, None), float):
+                setattr(config, name, 0.0)
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Activation checkpointing: every decoder layer of the Hugging Face models inside ``model`` keeps only its input
+    and recomputes the rest in the backward pass (non-reentrant ``torch.utils.checkpoint``, which replays dropout with
+    the same random numbers). Layers checkpoint when they train with gradients on, so a model held in eval mode to keep
+    dropout off (the RL stages' and DPO's) has its dropout zeroed and its layers put in training mode; passes without
+    gradients (sampling, scoring) run as before, key-value cache included."""
+    from transformers import PreTrainedModel
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    tops = [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+    tops = [m for m in tops if not any(m is not t and any(c is m for c in t.modules()) for t in tops)]  # the outermost ones
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not tops or not layers or not all(getattr(m, "supports_gradient_checkpointing", False) for m in tops):
+        raise UserError(f"--gradient-checkpointing: {type(model).__name__} does not support activation checkpointing")
+    was_training = model.training
+    for m in tops:  # newer transformers releases call it activation checkpointing, older ones gradient checkpointing
+        if hasattr(m, "activation_checkpointing_enable"):
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not was_training:
+        zero_dropout(model)
+        model.eval()
+        for layer in layers:
+            layer.train()

@@ -348,8 +348,8 @@ class Loop:
 
     ``parts`` names the models it trains (``{"model": Part(model, opt)}`` for one; PPO has a policy and a value model);
     the names are those of the checkpoint's files. ``cfg`` is the stage's ``config.TrainConfig``: the loop reads ``lr``,
-    ``lr_schedule``, ``warmup_steps``, ``min_lr_ratio``, ``grad_clip``, ``checkpoint_every``, ``stop_after``,
-    ``resume``, ``progress``, ``tensorboard`` and ``wandb_project``. A trainer::
+    ``lr_schedule``, ``warmup_steps``, ``min_lr_ratio``, ``grad_clip``, ``gradient_checkpointing`` (applied to every
+    part), ``checkpoint_every``, ``stop_after``, ``resume``, ``progress``, ``tensorboard`` and ``wandb_project``. A trainer::
 
         loop = Loop("sft", cfg, d, work, {"model": Part(model, opt)}, total_steps, autocast)
         data.load_state(loop.state.get("data"))              # the trainer's own state, saved with each checkpoint
@@ -371,6 +371,11 @@ class Loop:
 
         self.name, self.cfg, self.d, self.work, self.parts = name, cfg, d, Path(work), parts
         self.total_steps, self.autocast = int(total_steps), autocast
+        if cfg.gradient_checkpointing:
+            from .models import enable_gradient_checkpointing
+
+            for part in parts.values():
+                enable_gradient_checkpointing(part.model)
         self.step, self.state = 0, {}
         if cfg.resume and has_checkpoint(self.work):
             from .checkpoint import load_checkpoint
