@@ -170,3 +170,28 @@ def test_activation_checkpointing_on_a_model_without_it_is_one_line():
 
     with pytest.raises(UserError, match="--gradient-checkpointing: Linear does not support"):
         enable_gradient_checkpointing(torch.nn.Linear(2, 2))
+
+
+def test_dry_run_prints_the_memory_estimate_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from instructgpt.cli import main
+    from instructgpt.memory import activation_bytes, count_from_config, estimate
+    from instructgpt.models import load_causal_lm
+
+    data = tmp_path / "demos.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {i}.", "response": f"{i}."}) + "\n" for i in range(4)))
+    out = tmp_path / "sft"
+    assert main(["sft", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    n = sum(p.numel() for p in load_causal_lm(str(tiny_model_dir)).parameters())
+    assert f"{n:,}" in printed and "AdamW" in printed and "activation checkpointing off" in printed
+    assert not out.exists() and not (tmp_path / "sft.partial").exists()
+    # the arithmetic: fp32 weights, the same again for gradients, twice for AdamW's moments; checkpointing keeps less
+    (m,) = estimate([("model", str(tiny_model_dir), True, False)], tokens=512, seq_len=128, checkpointing=False)
+    assert m.params == n == count_from_config(str(tiny_model_dir))[0]
+    assert (m.weights, m.grads, m.optimizer) == (4.0 * n, 4.0 * n, 8.0 * n)
+    config = count_from_config(str(tiny_model_dir))[1]
+    assert activation_bytes(config, 512, 128, True) < activation_bytes(config, 512, 128, False)
+    (frozen,) = estimate([("reference", str(tiny_model_dir), False, False)], tokens=512, seq_len=128, checkpointing=False)
+    assert frozen.total == 4.0 * n

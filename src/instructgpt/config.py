@@ -88,6 +88,8 @@ class TrainConfig(StageConfig):
     warmup_steps: int = field(0, "linear learning-rate warmup steps", ge=0)
     grad_accum: int = field(1, "micro-batches per optimiser step", ge=1)
     grad_clip: float = field(1.0, "clip the global gradient norm to this (0 = off)", ge=0.0)
+    dry_run: bool = field(False, "print the memory this stage needs per process (weights, gradients, optimiser state, "
+                                 "activations), estimated from the model configs before loading any weights, and stop")
     gradient_checkpointing: bool = field(False, "recompute each layer's activations in the backward pass instead of keeping them "
                                                 "(activation memory for about a third more compute)")
     checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)

@@ -52,11 +52,20 @@ def build_llama(
 ) -> Any:
     """A from-scratch Llama-architecture causal LM sized by the arguments, with tied embeddings."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(llama_config(tok, d_model, n_layers, n_heads, n_kv_heads, d_ff, max_seq_len, dropout))
+
+
+def llama_config(tok: Any, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int, max_seq_len: int,
+                 dropout: float = 0.0) -> Any:
+    """The ``LlamaConfig`` of ``build_llama``'s model."""
+    from transformers import LlamaConfig
 
     if d_model % n_heads or n_heads % n_kv_heads:
         raise UserError(f"--d-model ({d_model}) must divide by --n-heads ({n_heads}), which must divide by --n-kv-heads ({n_kv_heads})")
-    cfg = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tok),
         hidden_size=d_model,
         intermediate_size=d_ff,
@@ -72,9 +81,6 @@ def build_llama(
         rope_theta=10000.0,
         initializer_range=0.02,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
-    return model
 
 
 def check_model_ref(path: str | Path, what: str = "model") -> None:

@@ -135,10 +135,13 @@ def run(cfg: DPOConfig) -> Path:
     from ..reward_model import flatten_comparisons, ranking_loss
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, all_reduce_mean, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
-    from .reward import ComparisonSteps, comparison_paths, group_items, load_data
+    from .reward import ComparisonSteps, comparison_dry_run, comparison_paths, group_items, load_data
 
     paths = comparison_paths(cfg, "dpo", "the SFT model")
     out: Path = paths["out"]
+    if cfg.dry_run:
+        comparison_dry_run("dpo", cfg, paths, [("policy", paths["model"], True, False), ("reference", paths["model"], False, False)])
+        return out
 
     def body(d: Any) -> Path:
         import torch

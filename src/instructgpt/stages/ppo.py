@@ -242,6 +242,15 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     hf_logging.disable_progress_bar()
     out: Path = paths["out"]
     ptx_coef = cfg.ptx_coef
+    if cfg.dry_run:  # a minibatch's micro-batch of whole episodes (prompt and response) is what the update holds
+        from ..memory import dry_run
+
+        models = [("policy", paths["policy"], True, False), ("reference", paths["policy"], False, False)]
+        models += [("reward", paths["reward"], False, True)] if paths["reward"] else []
+        models += [] if cfg.value_head_on_policy else [("value", paths["value"] or paths["policy"], True, True)]
+        seq = cfg.max_prompt_len + cfg.max_new_tokens
+        dry_run("ppo-ptx" if ptx_coef > 0 else "ppo", cfg, models, cfg.minibatch_size // cfg.grad_accum * seq, seq)
+        return out
 
     def body(d: Any) -> Path:
         work = partial_path(out)

@@ -108,6 +108,14 @@ def run(cfg: PretrainConfig) -> Path:
     validate(cfg)
     paths = _paths(cfg)
     out: Path = paths["out"]
+    if cfg.dry_run:
+        from ..memory import dry_run
+        from ..models import llama_config
+
+        source = cfg.model or llama_config(load_tokenizer(paths["tokenizer"]), cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads,
+                                           cfg.d_ff, cfg.seq_len)
+        dry_run("pretrain", cfg, [("model", source, True, False)], cfg.batch_size * cfg.seq_len, cfg.seq_len)
+        return out
 
     def body(d: Any) -> Path:
         work = partial_path(out)

@@ -99,6 +99,17 @@ def _paths(cfg: RewardConfig) -> dict[str, Any]:
     return {**paths, "world": world}
 
 
+def comparison_dry_run(stage: str, cfg: Any, paths: dict, models: list[tuple[str, Any, bool, bool]]) -> None:
+    """``--dry-run`` of a trainer on comparisons: its micro-batch holds ``batch_size`` comparisons, each with every
+    response (up to the data's largest K), each up to ``max_len`` tokens (the model's context by default)."""
+    from ..memory import context_of, dry_run
+
+    train, _, _ = load_data(cfg, paths["data"])
+    k = max(len(c.responses) for c in train)
+    seq_len = cfg.max_len or context_of(paths["model"]) or 2048
+    dry_run(stage, cfg, models, cfg.batch_size * k * seq_len, seq_len)
+
+
 class ComparisonSteps:
     """The order in which a trainer on comparisons sees them: each epoch a fresh shuffle (the same on every rank, from
     the seed), cut into steps of ``batch_size`` x ``grad_accum`` x world size comparisons; each rank takes every
@@ -414,6 +425,9 @@ def run(cfg: RewardConfig) -> Path:
 
     paths = _paths(cfg)
     out: Path = paths["out"]
+    if cfg.dry_run:
+        comparison_dry_run("rm", cfg, paths, [("model", paths["model"], True, True)])
+        return out
 
     def body(d: Any) -> Path:
         work = partial_path(out)

@@ -284,6 +284,13 @@ def run(cfg: SFTConfig) -> Path:
     paths = _paths(cfg)
     out: Path = paths["out"]
     work = partial_path(out)
+    if cfg.dry_run:
+        from ..memory import context_of, dry_run
+
+        context = context_of(paths["model"]) or 2048
+        max_len = min(cfg.max_len, context) if cfg.max_len else min(context, 4096)
+        dry_run("sft", cfg, [("model", paths["model"], True, False)], cfg.batch_tokens, min(max_len, cfg.batch_tokens))
+        return out
 
     def body(d: Any) -> Path:
         check_output(out, cfg.overwrite, cfg.resume)

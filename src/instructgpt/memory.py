@@ -1,0 +1,123 @@
+"""Memory a training stage needs per process, estimated from the models' configs alone (``igpt <stage> --dry-run``).
+
+For each model of the stage: its weights; for a trained one also its gradients and AdamW's two moments (fp32, as our
+optimiser keeps them, with autocast leaving the weights in fp32); and the activations a micro-batch of ``tokens`` keeps
+for the backward pass. The activation estimate per decoder layer and token is Korthikanti et al. (2022)'s
+``h (34 + 5 a s / h)`` bytes for 16-bit activations (h hidden size, a attention heads, s sequence length), doubled for
+fp32; with activation checkpointing a layer keeps only its input (``2 h`` bytes, 16-bit) and one layer's activations
+are live again during its recomputation. The output layer's logits (fp32, with their log-softmax) come on top. Frozen
+models (PPO's reference and reward model, DPO's reference) hold weights only. Under sharding (``fsdp``) weights,
+gradients and optimiser state are divided by the number of processes; activations are not.
+
+An estimate, not a measurement: the allocator's fragmentation, CUDA's context (about 0.5 GiB) and temporary buffers
+come on top; the peak each stage really reached is in its metrics and completion record (``peak_rss_mb``,
+``peak_cuda_mb``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+GIB = 2**30
+
+
+@dataclass
+class ModelMemory:
+    role: str
+    params: int
+    trainable: bool
+    weights: float  # bytes per process
+    grads: float
+    optimizer: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.activations
+
+
+def count_from_config(source: Any, sequence_classifier: bool = False) -> tuple[int, Any]:
+    """(parameter count, config) of a model folder, hub id or config, without loading any weights (built on the meta
+    device)."""
+    import copy
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from .models import check_model_ref
+
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        check_model_ref(str(source))
+        config = AutoConfig.from_pretrained(str(source))
+    else:
+        config = copy.deepcopy(source)
+    if sequence_classifier:
+        config.num_labels = 1
+    with torch.device("meta"):
+        model = (AutoModelForSequenceClassification if sequence_classifier else AutoModelForCausalLM).from_config(config)
+    return sum(p.numel() for p in model.parameters()), config
+
+
+def activation_bytes(config: Any, tokens: int, seq_len: int, checkpointing: bool, dtype_bytes: int = 4, logits: bool = True) -> float:
+    """Activations kept for the backward pass by a micro-batch of ``tokens`` tokens in sequences of ``seq_len``."""
+    text = getattr(config, "text_config", None) or config
+    h = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or getattr(text, "d_model", 0))
+    a = int(getattr(text, "num_attention_heads", 0) or getattr(text, "n_head", 0) or 1)
+    layers = int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0) or 0)
+    vocab = int(getattr(text, "vocab_size", 0) or 0)
+    scale = dtype_bytes / 2  # the formula is for 16-bit activations
+    per_layer = tokens * h * (34 + 5 * a * seq_len / max(h, 1)) * scale
+    kept = layers * tokens * 2 * h * scale + per_layer if checkpointing else layers * per_layer
+    return kept + (tokens * vocab * 4 * 2 if logits else 0.0)
+
+
+def estimate(models: list[tuple[str, Any, bool, bool]], tokens: int, seq_len: int, checkpointing: bool, world_size: int = 1,
+             sharding: str = "ddp", autocast_bytes: int = 4) -> list[ModelMemory]:
+    """``models``: (role, folder / hub id / config, trained?, sequence classifier?) of each model the stage holds."""
+    out = []
+    shard = world_size if sharding == "fsdp" else 1
+    for role, path, trained, classifier in models:
+        n, config = count_from_config(path, classifier)
+        weights = 4.0 * n / shard
+        out.append(ModelMemory(
+            role, n, trained, weights, weights if trained else 0.0, 2 * weights if trained else 0.0,
+            activation_bytes(config, tokens, seq_len, checkpointing, autocast_bytes, logits=not classifier) if trained else 0.0))
+    return out
+
+
+def report(stage: str, rows: list[ModelMemory], tokens: int, seq_len: int, checkpointing: bool, world_size: int, sharding: str) -> str:
+    """The estimate as the table ``--dry-run`` prints."""
+    def g(x: float) -> str:
+        return f"{x / GIB:8.3f}"
+
+    lines = [f"igpt {stage} --dry-run: estimated memory per process ({world_size} process{'es' if world_size > 1 else ''}, "
+             f"{sharding}, micro-batch of {tokens} tokens in sequences of up to {seq_len}, activation checkpointing "
+             f"{'on' if checkpointing else 'off'}; GiB)",
+             f"  {'model':<10} {'parameters':>12} {'weights':>8} {'grads':>8} {'AdamW':>8} {'activ.':>8} {'total':>8}"]
+    for r in rows:
+        lines.append(f"  {r.role:<10} {r.params:>12,} {g(r.weights)} {g(r.grads)} {g(r.optimizer)} {g(r.activations)} {g(r.total)}"
+                     + ("" if r.trainable else "   (frozen)"))
+    lines.append(f"  {'all':<10} {sum(r.params for r in rows):>12,} {g(sum(r.weights for r in rows))} {g(sum(r.grads for r in rows))} "
+                 f"{g(sum(r.optimizer for r in rows))} {g(sum(r.activations for r in rows))} {g(sum(r.total for r in rows))}")
+    lines.append("  (weights, gradients and AdamW state in fp32; activations after Korthikanti et al. 2022; allocator overhead "
+                 "and a GPU's context come on top)")
+    return "\n".join(lines)
+
+
+def context_of(source: Any) -> int:
+    """A model's context length from its folder or config (0 when it does not say)."""
+    _, config = count_from_config(source) if not hasattr(source, "to_dict") else (0, source)
+    text = getattr(config, "text_config", None) or config
+    return int(getattr(text, "max_position_embeddings", 0) or getattr(text, "n_positions", 0) or 0)
+
+
+def dry_run(stage: str, cfg: Any, models: list[tuple[str, Any, bool, bool]], tokens: int, seq_len: int) -> None:
+    """Print the stage's memory estimate per process (``--dry-run``): under torchrun for its number of processes."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return
+    rows = estimate(models, tokens, seq_len, cfg.gradient_checkpointing, world)
+    print(report(stage, rows, tokens, seq_len, cfg.gradient_checkpointing, world, "ddp"))
