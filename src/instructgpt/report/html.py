@@ -110,6 +110,9 @@ def overopt_chart(oo: dict) -> str:
     for ax, (title, pts, f, color) in zip(axes[0], series):
         ds = [p["d"] for p in pts]
         gold_line = ax.plot(ds, [p["gold"] - g0 for p in pts], "o-", color=color, label="gold judge")
+        for p in pts:  # which n, or which PPO step, each point is
+            ax.annotate(f"n={p['n']}" if "n" in p else f"step {p['step']}", (p["d"], p["gold"] - g0), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points", color=color)
         twin = ax.twinx()
         proxy_line = twin.plot(ds, [p["proxy"] - p0 for p in pts], "s--", color="#888", label="reward model (right axis)")
         twin.set_ylabel("reward-model gain", fontsize=8, color="#666")
