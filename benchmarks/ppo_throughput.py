@@ -24,8 +24,10 @@ from pathlib import Path
 
 
 # ---------------------------------------------------------------------------------------------- shared setup
-def make_models(work: Path, vocab: int = 4096, n_prompts: int = 512, seed: int = 0) -> dict:
-    """A tokenizer, a random SFT-sized policy, a random reward model (also the value model's start) and chat prompts."""
+def make_models(work: Path, vocab: int = 4096, n_prompts: int = 512, seed: int = 0, d_model: int = 256, n_layers: int = 4,
+                n_heads: int = 4, d_ff: int = 768) -> dict:
+    """A tokenizer, a random SFT-sized policy (or of the size given), a random reward model (also the value model's
+    start) and chat prompts."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -42,7 +44,7 @@ def make_models(work: Path, vocab: int = 4096, n_prompts: int = 512, seed: int =
     (work / "tok").mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(work / "tok"))
     tok = load_tokenizer(work / "tok")
-    model = build_llama(tok, d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=768, max_seq_len=256, seed=seed)
+    model = build_llama(tok, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads, d_ff=d_ff, max_seq_len=256, seed=seed)
     save_model(model, tok, work / "sft")
     torch.manual_seed(seed + 1)
     rm = AutoModelForSequenceClassification.from_pretrained(str(work / "sft"), num_labels=1)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .adapters import trainable_state
 from .errors import UserError
 
 
@@ -80,7 +81,8 @@ def save_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict
     tmp.mkdir(parents=True)
     for name, model in models.items():
         m = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
-        sd = {k: v.detach().contiguous().cpu() for k, v in m.state_dict().items()}
+        sd = trainable_state(m)  # an adapted model's frozen base is reloaded from its folder, not checkpointed
+        sd = {k: v.detach().contiguous().cpu() for k, v in (m.state_dict() if sd is None else sd).items()}
         _save_shared_safe(save_file, sd, tmp / f"{name}.safetensors")
     meta: dict[str, Any] = {"state": state, "optimizers": {}}
     for name, opt in optimizers.items():
@@ -127,7 +129,15 @@ def load_checkpoint(folder: str | Path, models: dict[str, Any], optimizers: dict
         for k, src in aliases.items():
             sd[k] = sd[src]
         m = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
-        m.load_state_dict(sd)
+        partial = trainable_state(m)
+        try:
+            result = m.load_state_dict(sd, strict=partial is None)
+        except RuntimeError as e:
+            raise UserError(f"{path}: the checkpoint does not fit this model ({str(e).splitlines()[0]}); resume with the "
+                            "model and options it was made with") from None
+        if partial is not None and (result.unexpected_keys or set(partial) - set(sd)):
+            raise UserError(f"{path}: the checkpoint's adapters do not match this model's (was it made with other --lora-* "
+                            "options?); resume with the options it was made with")
     for name, opt in optimizers.items():
         _load_optimizer(opt, load_file(str(ck / f"optimizer-{name}.safetensors")), meta["optimizers"][name])
     if restore_rng:

@@ -92,6 +92,13 @@ class TrainConfig(StageConfig):
                                  "activations), estimated from the model configs before loading any weights, and stop")
     gradient_checkpointing: bool = field(False, "recompute each layer's activations in the backward pass instead of keeping them "
                                                 "(activation memory for about a third more compute)")
+    lora_r: int = field(0, "LoRA rank: train low-rank adapters on the frozen model instead of every weight (0 = full fine-tuning)", ge=0)
+    lora_alpha: float = field(16.0, "LoRA scaling numerator: the adapters' update is scaled by alpha / r", gt=0.0)
+    lora_dropout: float = field(0.05, "dropout on the adapters' input (off where the stage keeps dropout off: PPO, DPO)", ge=0.0, lt=1.0)
+    lora_targets: list[str] = field([], "modules to adapt, by name (default: every linear projection in the decoder layers, "
+                                        "attention and MLP, whatever the architecture calls them)")
+    save_adapter: bool = field(False, "with --lora-r, also write the adapter folder peft loads (<out>/adapter/) beside the merged model")
+    load_in_4bit: bool = field(False, "QLoRA: load the frozen base in 4 bits (NF4, bitsandbytes; CUDA only) under the LoRA adapters")
     checkpoint_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)
     stop_after: int = field(0, "stop after this step as if interrupted, keeping the checkpoint (0 = run to the end)", ge=0)
     resume: bool = field(False, "continue an interrupted run from its last checkpoint")

@@ -31,15 +31,17 @@ class ModelMemory:
     grads: float
     optimizer: float
     activations: float
+    trained_params: int = 0  # the parameters that train: all of them, or the adapters' (LoRA)
 
     @property
     def total(self) -> float:
         return self.weights + self.grads + self.optimizer + self.activations
 
 
-def count_from_config(source: Any, sequence_classifier: bool = False) -> tuple[int, Any]:
+def count_from_config(source: Any, sequence_classifier: bool = False, lora_r: int = 0, lora_targets: Any = ()) -> tuple[int, Any]:
     """(parameter count, config) of a model folder, hub id or config, without loading any weights (built on the meta
-    device)."""
+    device); with ``lora_r``, the count is of the LoRA adapters' parameters (r (fan-in + fan-out) for each adapted
+    projection), plus a classifier's head, which trains with them."""
     import copy
 
     import torch
@@ -56,7 +58,20 @@ def count_from_config(source: Any, sequence_classifier: bool = False) -> tuple[i
         config.num_labels = 1
     with torch.device("meta"):
         model = (AutoModelForSequenceClassification if sequence_classifier else AutoModelForCausalLM).from_config(config)
-    return sum(p.numel() for p in model.parameters()), config
+    if not lora_r:
+        return sum(p.numel() for p in model.parameters()), config
+    from .adapters import linear_names
+
+    targets = set(lora_targets or linear_names(model))
+    n = 0
+    for name, m in model.named_modules():
+        if name.rsplit(".", 1)[-1] in targets and getattr(m, "weight", None) is not None and m.weight.dim() == 2:
+            n += lora_r * sum(m.weight.shape)
+    if sequence_classifier:
+        from .reward_model import head_of
+
+        n += sum(p.numel() for p in head_of(model).parameters())
+    return n, config
 
 
 def activation_bytes(config: Any, tokens: int, seq_len: int, checkpointing: bool, dtype_bytes: int = 4, logits: bool = True) -> float:
@@ -73,31 +88,36 @@ def activation_bytes(config: Any, tokens: int, seq_len: int, checkpointing: bool
 
 
 def estimate(models: list[tuple[str, Any, bool, bool]], tokens: int, seq_len: int, checkpointing: bool, world_size: int = 1,
-             sharding: str = "ddp", autocast_bytes: int = 4) -> list[ModelMemory]:
-    """``models``: (role, folder / hub id / config, trained?, sequence classifier?) of each model the stage holds."""
+             sharding: str = "ddp", autocast_bytes: int = 4, lora_r: int = 0, lora_targets: Any = ()) -> list[ModelMemory]:
+    """``models``: (role, folder / hub id / config, trained?, sequence classifier?) of each model the stage holds. With
+    ``lora_r`` a trained model keeps its whole (frozen) weights but gradients and optimiser state for its adapters only."""
     out = []
     shard = world_size if sharding == "fsdp" else 1
     for role, path, trained, classifier in models:
         n, config = count_from_config(path, classifier)
         weights = 4.0 * n / shard
+        trains = (count_from_config(path, classifier, lora_r, lora_targets)[0] if lora_r else n) if trained else 0
+        state = 4.0 * trains / shard
         out.append(ModelMemory(
-            role, n, trained, weights, weights if trained else 0.0, 2 * weights if trained else 0.0,
-            activation_bytes(config, tokens, seq_len, checkpointing, autocast_bytes, logits=not classifier) if trained else 0.0))
+            role, n, trained, weights, state, 2 * state,
+            activation_bytes(config, tokens, seq_len, checkpointing, autocast_bytes, logits=not classifier) if trained else 0.0,
+            trains))
     return out
 
 
-def report(stage: str, rows: list[ModelMemory], tokens: int, seq_len: int, checkpointing: bool, world_size: int, sharding: str) -> str:
+def report(stage: str, rows: list[ModelMemory], tokens: int, seq_len: int, checkpointing: bool, world_size: int, sharding: str,
+           lora_r: int = 0) -> str:
     """The estimate as the table ``--dry-run`` prints."""
     def g(x: float) -> str:
         return f"{x / GIB:8.3f}"
 
     lines = [f"igpt {stage} --dry-run: estimated memory per process ({world_size} process{'es' if world_size > 1 else ''}, "
              f"{sharding}, micro-batch of {tokens} tokens in sequences of up to {seq_len}, activation checkpointing "
-             f"{'on' if checkpointing else 'off'}; GiB)",
+             f"{'on' if checkpointing else 'off'}{f', LoRA rank {lora_r}' if lora_r else ''}; GiB)",
              f"  {'model':<10} {'parameters':>12} {'weights':>8} {'grads':>8} {'AdamW':>8} {'activ.':>8} {'total':>8}"]
     for r in rows:
-        lines.append(f"  {r.role:<10} {r.params:>12,} {g(r.weights)} {g(r.grads)} {g(r.optimizer)} {g(r.activations)} {g(r.total)}"
-                     + ("" if r.trainable else "   (frozen)"))
+        note = "   (frozen)" if not r.trainable else (f"   ({r.trained_params:,} trained)" if r.trained_params < r.params else "")
+        lines.append(f"  {r.role:<10} {r.params:>12,} {g(r.weights)} {g(r.grads)} {g(r.optimizer)} {g(r.activations)} {g(r.total)}" + note)
     lines.append(f"  {'all':<10} {sum(r.params for r in rows):>12,} {g(sum(r.weights for r in rows))} {g(sum(r.grads for r in rows))} "
                  f"{g(sum(r.optimizer for r in rows))} {g(sum(r.activations for r in rows))} {g(sum(r.total for r in rows))}")
     lines.append("  (weights, gradients and AdamW state in fp32; activations after Korthikanti et al. 2022; allocator overhead "
@@ -119,5 +139,8 @@ def dry_run(stage: str, cfg: Any, models: list[tuple[str, Any, bool, bool]], tok
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return
-    rows = estimate(models, tokens, seq_len, cfg.gradient_checkpointing, world)
-    print(report(stage, rows, tokens, seq_len, cfg.gradient_checkpointing, world, "ddp"))
+    lora = getattr(cfg, "lora_r", 0)
+    if lora:  # the frozen reference is the policy's own base with its adapters off: no weights of its own
+        models = [m for m in models if m[0] != "reference"]
+    rows = estimate(models, tokens, seq_len, cfg.gradient_checkpointing, world, lora_r=lora, lora_targets=getattr(cfg, "lora_targets", ()))
+    print(report(stage, rows, tokens, seq_len, cfg.gradient_checkpointing, world, "ddp", lora))

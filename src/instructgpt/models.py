@@ -112,11 +112,15 @@ def load_pretrained(auto_class: Any, path: str | Path, what: str = "model", **kw
         raise UserError(f"cannot load {what} from {path}: {msg}") from None
 
 
-def load_causal_lm(path: str | Path, device: Any = None, dtype: Any = None) -> Any:
-    """Load a causal LM from a model folder or hub id."""
+def load_causal_lm(path: str | Path, device: Any = None, dtype: Any = None, quantization: dict | None = None) -> Any:
+    """Load a causal LM from a model folder or hub id; ``quantization``: ``adapters.quantization_kwargs`` (a 4-bit base,
+    placed on ``device`` as it loads)."""
     from transformers import AutoModelForCausalLM
 
-    model = load_pretrained(AutoModelForCausalLM, path, **({"dtype": dtype} if dtype else {}))
+    kwargs: dict = {"dtype": dtype} if dtype else {}
+    if quantization:
+        return load_pretrained(AutoModelForCausalLM, path, **kwargs, **quantization, device_map={"": device})
+    model = load_pretrained(AutoModelForCausalLM, path, **kwargs)
     if device is not None:
         model.to(device)
     return model
@@ -131,10 +135,15 @@ def resize_for_tokenizer(model: Any, tok: Any) -> None:
         model.generation_config.pad_token_id = tok.pad_token_id
 
 
-def save_model(model: Any, tok: Any, out: str | Path) -> None:
-    """Save a standard Hugging Face folder: safetensors weights, config, generation config, tokenizer."""
+def save_model(model: Any, tok: Any, out: str | Path, adapter_base: str = "") -> None:
+    """Save a standard Hugging Face folder: safetensors weights, config, generation config, tokenizer.
+
+    A model with LoRA adapters is saved with them merged into its weights (``adapters.merged_state_dict``), so the folder
+    loads with ``from_pretrained`` alone; ``adapter_base`` (the folder or hub id the adapters were trained on) also
+    writes the adapter folder peft loads on top of that base (``--save-adapter``)."""
     from transformers.utils import logging as hf_logging
 
+    from .adapters import has_lora, merged_state_dict, save_adapter
     from .tokenizer import stop_token_ids
 
     hf_logging.disable_progress_bar()
@@ -144,8 +153,31 @@ def save_model(model: Any, tok: Any, out: str | Path) -> None:
     if gc is not None:
         gc.eos_token_id = stop_token_ids(tok, None)
         gc.pad_token_id = tok.pad_token_id
-    model.save_pretrained(str(out), safe_serialization=True)
+    if has_lora(model):
+        model.save_pretrained(str(out), safe_serialization=True, state_dict=merged_state_dict(model, base=_full_precision_base(model)))
+        if adapter_base:
+            classifier = type(model).__name__.endswith("ForSequenceClassification")
+            save_adapter(model, out, adapter_base, "SEQ_CLS" if classifier else "CAUSAL_LM",
+                         heads=(_head_name(model),) if classifier else ())
+    else:
+        model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
+
+
+def _head_name(model: Any) -> str:
+    return next(n for n in ("score", "classifier") if getattr(model, n, None) is not None)
+
+
+def _full_precision_base(model: Any) -> dict | None:
+    """The base weights of a 4-bit (QLoRA) model in 16-bit, reloaded from its folder, for the merged save; None for a
+    model whose weights are full precision already."""
+    if not getattr(model, "is_loaded_in_4bit", False):
+        return None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForSequenceClassification if type(model).__name__.endswith("ForSequenceClassification") else AutoModelForCausalLM
+    return load_pretrained(auto, model.config._name_or_path, "the 4-bit model's base", dtype=torch.bfloat16).state_dict()
 
 
 def count_parameters(model: Any, exclude_embeddings: bool = False) -> int:

@@ -68,14 +68,19 @@ def _value_module_class():
     class ValueModule(torch.nn.Module):
         """A sequence-classification model read at every position: V(s_t) = head(h_t) + bias."""
 
-        def __init__(self, model: Any, bias: float = 0.0):
+        def __init__(self, model: Any, bias: float = 0.0, head: Any = None):
             super().__init__()
             self.model = model
+            self.own_head = head  # a head of its own, leaving the model's (the reward model's, when it shares the trunk)
             self.bias = torch.nn.Parameter(torch.tensor(float(bias)))
+
+        @property
+        def head(self) -> Any:
+            return self.own_head if self.own_head is not None else _head(self.model)
 
         def forward(self, input_ids, gather_pos):
             h = _gather(_hidden(self.model, input_ids), gather_pos)
-            return _head(self.model)(h).squeeze(-1).float() + self.bias
+            return self.head(h).squeeze(-1).float() + self.bias
 
     return ValueModule
 
@@ -121,27 +126,47 @@ def no_dropout(model: Any) -> Any:
     return model
 
 
-def build_value_module(path: str, device: Any, tok: Any) -> Any:
-    """Value model from a reward model (its head scaled to normalised-reward units) or from any causal LM (zero head)."""
+def build_value_module(path: str, device: Any, tok: Any, own_head: bool = False) -> Any:
+    """Value model from a reward model (its head scaled to normalised-reward units) or from any causal LM (zero head).
+    ``own_head``: the value head is a copy, and the model keeps its own (the reward model then scores through it)."""
+    import copy
+
     import torch
 
     model = load_sequence_classifier(path, device)
     is_rm = any(a.endswith("ForSequenceClassification") for a in (getattr(model.config, "architectures", None) or []))
     bias = 0.0
+    head = copy.deepcopy(_head(model)).requires_grad_(True) if own_head else _head(model)
     with torch.no_grad():
         if is_rm:
             std = float(getattr(model.config, "reward_std", 1.0) or 1.0)
             std = std if std > 0 else 1.0
-            _head(model).weight.div_(std)
-            if getattr(_head(model), "bias", None) is not None:
-                _head(model).bias.div_(std)
+            head.weight.div_(std)
+            if getattr(head, "bias", None) is not None:
+                head.bias.div_(std)
             bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0) / std
         else:
-            _head(model).weight.zero_()
+            head.weight.zero_()
     if model.get_input_embeddings().weight.shape[0] < len(tok):
         raise UserError(f"{path}: its vocabulary ({model.get_input_embeddings().weight.shape[0]}) is smaller than the policy's tokenizer ({len(tok)})")
     no_dropout(model)
-    return _value_module_class()(model, bias).to(device)
+    return _value_module_class()(model, bias, head if own_head else None).to(device)
+
+
+def save_value_model(value: Any, out: Any) -> None:
+    """The trained value model as a sequence-classification folder whose output is V (``reward_bias`` holds its offset,
+    ``reward_std`` 1): adapters merged, and its own head where it has one."""
+    from .adapters import has_lora, merged_state_dict
+
+    model = value.model
+    model.config.reward_bias = float(value.bias.detach())
+    model.config.reward_std = 1.0
+    state = merged_state_dict(model) if has_lora(model) else None
+    if value.own_head is not None:
+        name = next(n for n in ("score", "classifier") if getattr(model, n, None) is not None)
+        state = dict(state if state is not None else model.state_dict())
+        state.update({f"{name}.{k}": v for k, v in value.own_head.state_dict().items()})
+    model.save_pretrained(str(out), safe_serialization=True, **({"state_dict": state} if state is not None else {}))
 
 
 def token_logprobs(lm: Any, input_ids: Any, gather_pos: Any, targets: Any, temperature: float = 1.0) -> tuple[Any, Any, Any]:

@@ -130,6 +130,7 @@ def evaluate(policy_lm: Any, ref_lm: Any, items: list[dict], encode: ResponseEnc
 
 
 def run(cfg: DPOConfig) -> Path:
+    from ..adapters import add_lora, check_quantization, quantization_kwargs, reference
     from ..models import autocast_dtype, load_causal_lm, save_model
     from ..policy import no_dropout, policy_module
     from ..reward_model import flatten_comparisons, ranking_loss
@@ -151,8 +152,9 @@ def run(cfg: DPOConfig) -> Path:
         seed_everything(cfg.seed)
         train, held, skips = load_data(cfg, paths["data"])
         tok = load_tokenizer(paths["model"])
-        policy_lm = no_dropout(load_causal_lm(paths["model"], device=d.device))
-        ref_lm = no_dropout(load_causal_lm(paths["model"], device=d.device)).requires_grad_(False)
+        check_quantization(cfg, d.device)
+        policy_lm = add_lora(no_dropout(load_causal_lm(paths["model"], d.device, quantization=quantization_kwargs(cfg))), cfg, what="policy")
+        ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["model"], device=d.device)))
         if policy_lm.get_input_embeddings().weight.shape[0] < len(tok):
             raise UserError(f"--model: {paths['model']} has a smaller vocabulary than its tokenizer")
         max_len = cfg.max_len or int(getattr(policy_lm.config, "max_position_embeddings", 0) or 0)
@@ -224,7 +226,7 @@ def run(cfg: DPOConfig) -> Path:
             final = {"final": True, **held_out(), "train_comparisons": len(examples), "skipped": skips.total,
                      "truncated": encode.truncated, "seconds": round(time.time() - t0, 1)}
             loop.log.log(loop.step, **final)
-            save_model(policy_lm, tok, work)
+            save_model(policy_lm, tok, work, str(paths["model"]) if cfg.save_adapter else "")
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
             finish_output(work, out, {"step": loop.step, **{k: v for k, v in final.items()

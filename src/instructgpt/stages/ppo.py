@@ -32,7 +32,7 @@ from typing import Any, Callable, ClassVar, Sequence
 from ..config import TrainConfig, field, save_config
 from ..episodes import PromptStream, batched, build_episodes, chunks, encode_records, truncate_after_stop
 from ..errors import UserError
-from ..policy import RewardScorer, build_value_module, load_sequence_classifier, no_dropout, policy_module, sequence_logprobs
+from ..policy import RewardScorer, build_value_module, load_sequence_classifier, no_dropout, policy_module, save_value_model, sequence_logprobs
 from ..rundir import CACHE_FOLDER, SNAPSHOTS_FOLDER, begin_output, check_output, finish_output, in_run, partial_path, swap_in
 
 # PPO-ptx's default pretraining-loss coefficient gamma. InstructGPT used 27.8 with its own loss scaling (and 175B
@@ -229,6 +229,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     import torch
 
     from .. import rl
+    from ..adapters import BaseView, add_lora, check_quantization, quantization_kwargs, reference
     from ..models import autocast_dtype, count_parameters, load_causal_lm, save_model
     from ..sampling import SamplingParams, make_sampler
     from ..tokenizer import load_tokenizer, stop_token_ids
@@ -246,7 +247,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         from ..memory import dry_run
 
         models = [("policy", paths["policy"], True, False), ("reference", paths["policy"], False, False)]
-        models += [("reward", paths["reward"], False, True)] if paths["reward"] else []
+        shared = cfg.lora_r and not cfg.value_head_on_policy and paths["value"] == paths["reward"]  # the value adapter's trunk
+        models += [("reward", paths["reward"], False, True)] if paths["reward"] and not shared else []
         models += [] if cfg.value_head_on_policy else [("value", paths["value"] or paths["policy"], True, True)]
         seq = cfg.max_prompt_len + cfg.max_new_tokens
         dry_run("ppo-ptx" if ptx_coef > 0 else "ppo", cfg, models, cfg.minibatch_size // cfg.grad_accum * seq, seq)
@@ -292,23 +294,30 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
         # ---- the four models
         stop_ids = stop_token_ids(tok, None)
-        policy_lm = no_dropout(load_causal_lm(paths["policy"], device=dev))
+        check_quantization(cfg, dev)
+        policy_lm = add_lora(no_dropout(load_causal_lm(paths["policy"], dev, quantization=quantization_kwargs(cfg))), cfg, what="policy")
         stop_ids = sorted(set(stop_ids) | set(stop_token_ids(tok, getattr(policy_lm, "generation_config", None))))
-        ref_lm = no_dropout(load_causal_lm(paths["policy"], device=dev)).requires_grad_(False)
+        ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["policy"], device=dev)))
+        value_src = paths["value"] or paths["policy"]
+        # with adapters, the value model is a second adapter (and its own head) on the reward model's frozen trunk, which
+        # scores with that adapter off: one reward-model trunk in memory, not two
+        share_rm = bool(cfg.lora_r) and not cfg.value_head_on_policy and reward_fn is None and value_src == paths["reward"]
         scorer = None
-        if reward_fn is None:
+        if reward_fn is None and not share_rm:
             scorer = RewardScorer(no_dropout(load_sequence_classifier(paths["reward"], dev)).requires_grad_(False))
-            if scorer.model.get_input_embeddings().weight.shape[0] < len(tok):
-                raise UserError(f"--reward-model: {paths['reward']} has a smaller vocabulary than the policy's tokenizer; "
-                                "the reward model must share the policy's tokenizer")
         value_head, value_module = None, None
         if cfg.value_head_on_policy:
             value_head = torch.nn.Linear(policy_lm.config.hidden_size, 1).to(dev)
             torch.nn.init.zeros_(value_head.weight)
             torch.nn.init.zeros_(value_head.bias)
         else:
-            value_src = paths["value"] or paths["policy"]
-            value_module = build_value_module(value_src, dev, tok)
+            value_module = build_value_module(value_src, dev, tok, own_head=share_rm)
+            add_lora(value_module.model, cfg, trainable=() if share_rm else (value_module.head,), what="value model")
+        if share_rm:
+            scorer = RewardScorer(BaseView(value_module.model))
+        if scorer is not None and scorer.model.get_input_embeddings().weight.shape[0] < len(tok):
+            raise UserError(f"--reward-model: {paths['reward']} has a smaller vocabulary than the policy's tokenizer; "
+                            "the reward model must share the policy's tokenizer")
         policy = policy_module(policy_lm, value_head).to(dev)
         policy.eval()
         opt_policy = build_optimizer(policy, cfg.lr, weight_decay=0.0, betas=(0.9, 0.999), eps=cfg.adam_eps)
@@ -504,11 +513,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             return work
         step = loop.step
         if d.is_main:
-            save_model(policy_lm, tok, work)
+            save_model(policy_lm, tok, work, str(paths["policy"]) if cfg.save_adapter else "")
             if value_module is not None:
-                value_module.model.config.reward_bias = float(value_module.bias.detach())
-                value_module.model.config.reward_std = 1.0
-                value_module.model.save_pretrained(str(work / "value"), safe_serialization=True)
+                save_value_model(value_module, work / "value")
             elif value_head is not None:
                 from safetensors.torch import save_file
 

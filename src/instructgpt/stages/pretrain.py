@@ -101,6 +101,7 @@ def run(cfg: PretrainConfig) -> Path:
 
     from ..data.corpus import PackedBatches, tokenize_corpus, unigram_entropy
     from ..evaluation import heldout_lm_loss
+    from ..adapters import add_lora, check_quantization, quantization_kwargs
     from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, all_reduce_mean, lm_loss, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
@@ -130,13 +131,20 @@ def run(cfg: PretrainConfig) -> Path:
         if len(val_tokens) < cfg.seq_len + 1:
             val_tokens = train_tokens[-(cfg.seq_len * cfg.eval_batches * cfg.batch_size + 1):]
 
-        if cfg.model:
-            model = load_causal_lm(cfg.model)
+        if cfg.model:  # continued pretraining, with adapters when asked
+            check_quantization(cfg, d.device)
+            model = load_causal_lm(cfg.model, d.device, quantization=quantization_kwargs(cfg))
+            vocab = model.get_input_embeddings().weight.shape[0]
             resize_for_tokenizer(model, tok)
+            grown = model.get_input_embeddings().weight.shape[0] > vocab
+            model = add_lora(model, cfg, trainable=(model.get_input_embeddings(), model.get_output_embeddings()) if grown else ())
+        elif cfg.lora_r or cfg.load_in_4bit:
+            raise UserError("--lora-r: a model pretrained from scratch has no base to adapt; pass --model to continue pretraining one")
         else:
             model = build_llama(tok, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.d_ff, cfg.seq_len, seed=cfg.seed)
         enable_residual_dropout(model, cfg.dropout)
-        model.to(d.device)
+        if not cfg.load_in_4bit:
+            model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
@@ -188,7 +196,7 @@ def run(cfg: PretrainConfig) -> Path:
         if step < cfg.max_steps:  # stopped early on purpose: leave the partial folder and its checkpoint
             return work
         if d.is_main:
-            save_model(model, tok, work)
+            save_model(model, tok, work, cfg.model if cfg.save_adapter else "")
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
             info = {"step": step, "val_loss": val_loss, "params": n_params}

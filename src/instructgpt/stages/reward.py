@@ -190,20 +190,26 @@ class Encoder:
 
 
 # ---------------------------------------------------------------------------------------------- the model
-def build_reward_model(backbone: str, tok: Any, seed: int) -> Any:
-    """The backbone as a 1-output sequence-classification model (HF loads the trunk; we init the head)."""
+def build_reward_model(backbone: str, tok: Any, seed: int, cfg: Any = None, device: Any = None) -> Any:
+    """The backbone as a 1-output sequence-classification model (HF loads the trunk; we init the head), with LoRA
+    adapters on its trunk when ``cfg`` asks for them (the head, and embeddings that grew for new tokens, train fully)."""
     from transformers import AutoModelForSequenceClassification
 
+    from ..adapters import add_lora, quantization_kwargs
     from ..models import load_pretrained
-    from ..reward_model import init_head
+    from ..reward_model import head_of, init_head
 
-    model = load_pretrained(AutoModelForSequenceClassification, backbone, "the backbone", num_labels=1)
-    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+    quantization = quantization_kwargs(cfg)
+    model = load_pretrained(AutoModelForSequenceClassification, backbone, "the backbone", num_labels=1,
+                            **({**quantization, "device_map": {"": device}} if quantization else {}))
+    vocab = model.get_input_embeddings().weight.shape[0]
+    if len(tok) > vocab:
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
     model.config.problem_type = "regression"
     init_head(model, seed)
-    return model
+    grown = (model.get_input_embeddings(),) if len(tok) > vocab else ()
+    return add_lora(model, cfg, trainable=(head_of(model),) + grown, what="reward model") if cfg is not None else model
 
 
 def reward_forward(model: Any) -> Any:
@@ -416,6 +422,7 @@ def demonstration_pairs(cfg: RewardConfig, world: Any, train: list[Any]) -> tupl
 
 # ---------------------------------------------------------------------------------------------- the stage
 def run(cfg: RewardConfig) -> Path:
+    from ..adapters import check_quantization
     from ..data.preferences import shuffle_into_pairs
     from ..models import autocast_dtype, enable_residual_dropout, save_model
     from ..reward_model import STATS_FILE, collate, ranking_loss
@@ -436,7 +443,8 @@ def run(cfg: RewardConfig) -> Path:
         train, held, skips = load_data(cfg, paths["data"])
         world = label_stage.load_world(paths["world"]) if paths["world"] is not None else None
         tok = load_tokenizer(paths["model"])
-        model = build_reward_model(paths["model"], tok, cfg.seed)
+        check_quantization(cfg, d.device)
+        model = build_reward_model(paths["model"], tok, cfg.seed, cfg, d.device)
         max_len = cfg.max_len or int(getattr(model.config, "max_position_embeddings", 0) or 0)
         encode = Encoder(tok, max_len)
         # InstructGPT: one batch element per prompt with all its pairs; the ablation: every pair on its own
@@ -450,7 +458,8 @@ def run(cfg: RewardConfig) -> Path:
         barrier(d)
 
         enable_residual_dropout(model, cfg.dropout)
-        model.to(d.device)
+        if not cfg.load_in_4bit:
+            model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -524,7 +533,7 @@ def run(cfg: RewardConfig) -> Path:
                          seconds=round(time.time() - t0, 1))
             log.log(step, **final)
             log.close()
-            save_model(model, tok, work)
+            save_model(model, tok, work, str(paths["model"]) if cfg.save_adapter else "")
             (work / STATS_FILE).write_text(json.dumps(stats, indent=1))
             (work / "skipped.txt").write_text(skips.summary() + "\n")
             save_config(cfg, work)

@@ -276,6 +276,7 @@ def mean_reward(model: Any, tok: Any, reward_model: Any, records: list[dict], ma
 # ---------------------------------------------------------------------------------------------- the stage
 def run(cfg: SFTConfig) -> Path:
     from ..data.corpus import PackedBatches, tokenize_corpus
+    from ..adapters import add_lora, check_quantization, quantization_kwargs
     from ..models import autocast_dtype, count_parameters, enable_residual_dropout, load_causal_lm, resize_for_tokenizer, save_model
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
@@ -299,8 +300,12 @@ def run(cfg: SFTConfig) -> Path:
         # ---- inputs: demonstrations, tokenizer, model, pretraining text (all checked before anything is written)
         train_recs, val_recs = read_data(cfg, paths["data"])
         tok = load_tokenizer(paths["model"])
-        model = load_causal_lm(paths["model"])
+        check_quantization(cfg, d.device)
+        model = load_causal_lm(paths["model"], d.device, quantization=quantization_kwargs(cfg))
+        vocab = model.get_input_embeddings().weight.shape[0]
         resize_for_tokenizer(model, tok)
+        grown = model.get_input_embeddings().weight.shape[0] > vocab  # new tokens (pad, chat roles) must learn their embeddings
+        model = add_lora(model, cfg, trainable=(model.get_input_embeddings(), model.get_output_embeddings()) if grown else ())
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 2048
         max_len = min(cfg.max_len, context) if cfg.max_len else min(context, 4096)
         data = prepare_data(train_recs, val_recs, tok, max_len)
@@ -329,8 +334,10 @@ def run(cfg: SFTConfig) -> Path:
                     json.dumps({"id": r["id"], "source": r.get("source", ""), "length": r["length"]}) + "\n" for r in data.dropped))
         barrier(d)
 
+        adapter_base = str(paths["model"]) if cfg.save_adapter else ""
         enable_residual_dropout(model, cfg.dropout)
-        model.to(d.device)
+        if not cfg.load_in_4bit:  # a 4-bit model is placed as it loads
+            model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2))
@@ -383,7 +390,7 @@ def run(cfg: SFTConfig) -> Path:
                     best, best_step, best_epoch, best_val = metric, at_step, math.ceil(epoch), val_loss
                     keep = work / "best"
                     shutil.rmtree(keep, ignore_errors=True)
-                    save_model(model, tok, keep)
+                    save_model(model, tok, keep, adapter_base)
                 if cfg.samples and float(epoch).is_integer():
                     answers = sample_answers(model, tok, data.val[: cfg.samples], cfg.max_new_tokens, cfg.seed)
                     with open(work / "samples.jsonl", "a", encoding="utf-8") as f:
@@ -453,7 +460,7 @@ def run(cfg: SFTConfig) -> Path:
                     os.replace(f, work / f.name)
                 shutil.rmtree(keep)
             else:
-                save_model(model, tok, work)
+                save_model(model, tok, work, adapter_base)
                 best_step, best_epoch, best_val = step, cfg.epochs, val_loss
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
