@@ -150,6 +150,12 @@ class BaseView:
         return getattr(self._model, name)
 
 
+def adapters_off_call(root: Any) -> Any:
+    """``root`` (a sharded policy module) called with its adapters off: the reference computed through the module that
+    gathers the shards."""
+    return _Off(root, root)
+
+
 def reference(policy_lm: Any, load: Any) -> Any:
     """The frozen reference of a policy that starts from a model: its own base with the adapters off when it has
     adapters (no second copy), else ``load()``, a separate frozen copy."""
@@ -193,22 +199,25 @@ def trainable_state(model: Any) -> dict | None:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_adapter(model: Any, out: str | Path, base: str, task: str, heads: tuple[str, ...] = ()) -> Path:
-    """Write ``<out>/adapter/``: ``adapter_config.json`` and ``adapter_model.safetensors`` in peft's own layout, so that
+def save_adapter(model: Any, out: str | Path, base: str, task: str, heads: tuple[str, ...] = (), state: dict | None = None) -> Path:
+    """Write ``<out>/adapter/``: ``adapter_config.json`` and ``adapter_model.safetensors`` in peft's own layout (the
+    model's names under ``base_model.model.``, without the adapter's name), so that
     ``PeftModel.from_pretrained(<base model>, <out>/adapter)`` rebuilds the trained model. ``task``: CAUSAL_LM or SEQ_CLS;
-    ``heads``: the fully trained modules saved beside the adapters (a reward model's ``score``)."""
-    from peft import get_peft_model_state_dict
+    ``heads``: the fully trained modules saved beside the adapters (a reward model's ``score``). ``state``: the full
+    state dict, when it was gathered from shards."""
     from safetensors.torch import save_file
 
     model = _unwrap(model)
     conf = model._lora_config
     folder = Path(out) / ADAPTER_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"base_model.model.{k}": v.detach().contiguous().cpu()
-               for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+    sd = state if state is not None else model.state_dict()
+    tensors = {f"base_model.model.{k.replace(f'.{ADAPTER}.', '.')}": v.detach().contiguous().cpu()
+               for k, v in sd.items() if ".lora_" in k}
     for head in heads:
-        for k, v in getattr(model, head).state_dict().items():
-            tensors[f"base_model.model.{head}.{k}"] = v.detach().contiguous().cpu()
+        for k, v in sd.items():
+            if k.startswith(head + "."):
+                tensors[f"base_model.model.{k}"] = v.detach().contiguous().cpu()
     save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
     saved = conf.to_dict()
     saved.update(base_model_name_or_path=str(base), task_type=task, modules_to_save=list(heads) or None,

@@ -92,6 +92,9 @@ class TrainConfig(StageConfig):
                                  "activations), estimated from the model configs before loading any weights, and stop")
     gradient_checkpointing: bool = field(False, "recompute each layer's activations in the backward pass instead of keeping them "
                                                 "(activation memory for about a third more compute)")
+    sharding: str = field("auto", "under torchrun: ddp (replicate the models), fsdp (shard weights, gradients and optimiser state "
+                                  "over the processes: FSDP2) or auto (fsdp when replicas would fill over half a process's memory)",
+                          choices=("auto", "ddp", "fsdp"))
     lora_r: int = field(0, "LoRA rank: train low-rank adapters on the frozen model instead of every weight (0 = full fine-tuning)", ge=0)
     lora_alpha: float = field(16.0, "LoRA scaling numerator: the adapters' update is scaled by alpha / r", gt=0.0)
     lora_dropout: float = field(0.05, "dropout on the adapters' input (off where the stage keeps dropout off: PPO, DPO)", ge=0.0, lt=1.0)

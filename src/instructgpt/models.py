@@ -135,12 +135,13 @@ def resize_for_tokenizer(model: Any, tok: Any) -> None:
         model.generation_config.pad_token_id = tok.pad_token_id
 
 
-def save_model(model: Any, tok: Any, out: str | Path, adapter_base: str = "") -> None:
+def save_model(model: Any, tok: Any, out: str | Path, adapter_base: str = "", state: dict | None = None) -> None:
     """Save a standard Hugging Face folder: safetensors weights, config, generation config, tokenizer.
 
     A model with LoRA adapters is saved with them merged into its weights (``adapters.merged_state_dict``), so the folder
     loads with ``from_pretrained`` alone; ``adapter_base`` (the folder or hub id the adapters were trained on) also
-    writes the adapter folder peft loads on top of that base (``--save-adapter``)."""
+    writes the adapter folder peft loads on top of that base (``--save-adapter``). ``state``: the model's full state
+    dict when it was gathered from shards (``sharding.full_state``)."""
     from transformers.utils import logging as hf_logging
 
     from .adapters import has_lora, merged_state_dict, save_adapter
@@ -154,13 +155,14 @@ def save_model(model: Any, tok: Any, out: str | Path, adapter_base: str = "") ->
         gc.eos_token_id = stop_token_ids(tok, None)
         gc.pad_token_id = tok.pad_token_id
     if has_lora(model):
-        model.save_pretrained(str(out), safe_serialization=True, state_dict=merged_state_dict(model, base=_full_precision_base(model)))
+        model.save_pretrained(str(out), safe_serialization=True,
+                              state_dict=merged_state_dict(model, state=state, base=_full_precision_base(model)))
         if adapter_base:
             classifier = type(model).__name__.endswith("ForSequenceClassification")
             save_adapter(model, out, adapter_base, "SEQ_CLS" if classifier else "CAUSAL_LM",
-                         heads=(_head_name(model),) if classifier else ())
+                         heads=(_head_name(model),) if classifier else (), state=state)
     else:
-        model.save_pretrained(str(out), safe_serialization=True)
+        model.save_pretrained(str(out), safe_serialization=True, **({"state_dict": state} if state is not None else {}))
     tok.save_pretrained(str(out))
 
 

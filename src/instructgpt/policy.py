@@ -72,7 +72,7 @@ def _value_module_class():
             super().__init__()
             self.model = model
             self.own_head = head  # a head of its own, leaving the model's (the reward model's, when it shares the trunk)
-            self.bias = torch.nn.Parameter(torch.tensor(float(bias)))
+            self.bias = torch.nn.Parameter(torch.tensor([float(bias)]))  # 1-d: sharding takes no scalar parameters
 
         @property
         def head(self) -> Any:
@@ -85,21 +85,30 @@ def _value_module_class():
     return ValueModule
 
 
-class RewardScorer:
-    """The frozen reward model: raw head output at the last real token, plus ``reward_bias``, divided by ``reward_std``."""
+def _scorer_class():
+    import torch
 
-    def __init__(self, model: Any):
-        self.model = model
-        self.bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
-        std = float(getattr(model.config, "reward_std", 1.0) or 1.0)
-        self.std = std if std > 0 else 1.0
+    class RewardScorer(torch.nn.Module):
+        """The frozen reward model: raw head output at the last real token, plus ``reward_bias``, divided by
+        ``reward_std``. A module, so that a sharded reward model gathers its weights when it is called."""
 
-    def __call__(self, input_ids: Any, seq_len: Any) -> Any:
-        import torch
+        def __init__(self, model: Any):
+            super().__init__()
+            self.model = model
+            self.bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
+            std = float(getattr(model.config, "reward_std", 1.0) or 1.0)
+            self.std = std if std > 0 else 1.0
 
-        h = _hidden(self.model, input_ids)
-        last = h[torch.arange(h.shape[0], device=h.device), seq_len - 1]
-        return (_head(self.model)(last).squeeze(-1).float() + self.bias) / self.std
+        def forward(self, input_ids: Any, seq_len: Any) -> Any:
+            h = _hidden(self.model, input_ids)
+            last = h[torch.arange(h.shape[0], device=h.device), seq_len - 1]
+            return (_head(self.model)(last).squeeze(-1).float() + self.bias) / self.std
+
+    return RewardScorer
+
+
+def RewardScorer(model: Any) -> Any:  # noqa: N802  a module class made on first use: importing this file needs no torch
+    return _scorer_class()(model)
 
 
 def load_sequence_classifier(path: str, device: Any) -> Any:
@@ -153,19 +162,25 @@ def build_value_module(path: str, device: Any, tok: Any, own_head: bool = False)
     return _value_module_class()(model, bias, head if own_head else None).to(device)
 
 
-def save_value_model(value: Any, out: Any) -> None:
+def save_value_model(value: Any, out: Any, state: dict | None = None) -> None:
     """The trained value model as a sequence-classification folder whose output is V (``reward_bias`` holds its offset,
-    ``reward_std`` 1): adapters merged, and its own head where it has one."""
+    ``reward_std`` 1): adapters merged, and its own head where it has one. ``state``: the value module's full state
+    dict when it was gathered from shards."""
     from .adapters import has_lora, merged_state_dict
 
     model = value.model
-    model.config.reward_bias = float(value.bias.detach())
+    whole = state if state is not None else None
+    bias = whole["bias"] if whole is not None else value.bias.detach()
+    model.config.reward_bias = float(bias)
     model.config.reward_std = 1.0
-    state = merged_state_dict(model) if has_lora(model) else None
+    inner = {k[6:]: v for k, v in whole.items() if k.startswith("model.")} if whole is not None else None
+    state = merged_state_dict(model, state=inner) if has_lora(model) else inner
     if value.own_head is not None:
         name = next(n for n in ("score", "classifier") if getattr(model, n, None) is not None)
         state = dict(state if state is not None else model.state_dict())
-        state.update({f"{name}.{k}": v for k, v in value.own_head.state_dict().items()})
+        head = ({k[9:]: v for k, v in whole.items() if k.startswith("own_head.")} if whole is not None
+                else value.own_head.state_dict())
+        state.update({f"{name}.{k}": v for k, v in head.items()})
     model.save_pretrained(str(out), safe_serialization=True, **({"state_dict": state} if state is not None else {}))
 
 

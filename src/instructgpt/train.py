@@ -29,6 +29,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: Any = None
+    sharding: str = "none"  # none (one process), ddp or fsdp: set by the trainer (sharding.choose)
 
     @property
     def is_main(self) -> bool:
@@ -62,8 +63,9 @@ def init_distributed(device: str = "auto") -> Dist:
 
 def wrap_ddp(model: Any, d: Dist, find_unused: bool = False) -> Any:
     """The module as its processes train it: DDP under torchrun (``find_unused``: some parameters get no gradient in a
-    step, such as a value head the policy loss does not reach); itself in one process, or when it is None."""
-    if model is None or not d.enabled:
+    step, such as a value head the policy loss does not reach); itself in one process, when it is None, or when the
+    run shards its models (``sharding.shard`` made it the root of its shards already)."""
+    if model is None or not d.enabled or d.sharding == "fsdp":
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -380,7 +382,7 @@ class Loop:
         if cfg.resume and has_checkpoint(self.work):
             from .checkpoint import load_checkpoint
 
-            self.state = load_checkpoint(self.work, self._models(), self._optimizers())
+            self.state = load_checkpoint(self.work, self._models(), self._optimizers(), d=d)
             self.step = int(self.state["step"])
         if d.is_main:
             reset_logs(self.work, self.step)
@@ -422,6 +424,8 @@ class Loop:
 
         import torch
 
+        from .sharding import no_sync
+
         modules = tuple(m for m in (modules if isinstance(modules, (tuple, list)) else (modules,)) if m is not None)
         for k, item in enumerate(items):
             last = k == len(items) - 1
@@ -429,7 +433,7 @@ class Loop:
                 if self.d.enabled:
                     for m in modules:
                         if not last or any(m is h for h in hold):
-                            stack.enter_context(m.no_sync())
+                            stack.enter_context(no_sync(m))
                 with torch.autocast(self.d.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                     loss = forward(item)
                 if loss is not None:
@@ -440,8 +444,11 @@ class Loop:
         norm before clipping. A norm that is not finite stops the stage before any part is updated."""
         import torch
 
+        from .sharding import norm_value
+
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        norms = {k: float(torch.nn.utils.clip_grad_norm_(list(p.model.parameters()) if p.clip is None else p.clip, clip))
+        norms = {k: norm_value(torch.nn.utils.clip_grad_norm_([q for q in (p.model.parameters() if p.clip is None else p.clip)
+                                                               if q.requires_grad], clip))
                  for k, p in self.parts.items()}
         for k, norm in norms.items():
             check_finite("gradient norm" if len(norms) == 1 else f"{k} gradient norm", norm, f"step {self.step + 1}")
@@ -475,10 +482,10 @@ class Loop:
         ``force``d; every rank waits for it."""
         every = self.cfg.checkpoint_every
         if force or (every and self.step % every == 0) or self.step == self.stop_at:
-            if self.d.is_main:
-                from .checkpoint import save_checkpoint
+            from .checkpoint import save_checkpoint
 
-                save_checkpoint(self.work, self._models(), self._optimizers(), {"step": self.step, **(state or {})})
+            if self.d.is_main or self.d.sharding == "fsdp":  # sharded: every process writes its own shards
+                save_checkpoint(self.work, self._models(), self._optimizers(), {"step": self.step, **(state or {})}, d=self.d)
             barrier(self.d)
 
     def close(self, log: bool = True) -> None:

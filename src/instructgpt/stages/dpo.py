@@ -130,7 +130,8 @@ def evaluate(policy_lm: Any, ref_lm: Any, items: list[dict], encode: ResponseEnc
 
 
 def run(cfg: DPOConfig) -> Path:
-    from ..adapters import add_lora, check_quantization, quantization_kwargs, reference
+    from ..adapters import adapters_off_call, add_lora, check_quantization, has_lora, quantization_kwargs, reference
+    from ..sharding import choose, full_state, shard
     from ..models import autocast_dtype, load_causal_lm, save_model
     from ..policy import no_dropout, policy_module
     from ..reward_model import flatten_comparisons, ranking_loss
@@ -167,6 +168,13 @@ def run(cfg: DPOConfig) -> Path:
 
         autocast = autocast_dtype(d.device, cfg.precision)
         policy = policy_module(policy_lm).to(d.device)
+        d.sharding = choose(cfg.sharding, d, [(policy_lm, True)] + ([] if has_lora(policy_lm) else [(ref_lm, False)]))
+        sharded = d.sharding == "fsdp"
+        ev_policy, ev_ref = policy_lm, ref_lm
+        if sharded:  # every forward through a root: the policy module, and the reference's own (or the policy's, adapters off)
+            shard(policy, d, autocast)
+            ref_lm = adapters_off_call(policy) if has_lora(policy_lm) else shard(policy_module(ref_lm), d, autocast)
+            ev_policy, ev_ref = policy, ref_lm
         opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
         steps = ComparisonSteps(len(examples), cfg, d)
         loop = Loop("dpo", cfg, d, work, {"model": Part(policy, opt)}, steps.total, autocast)
@@ -174,12 +182,17 @@ def run(cfg: DPOConfig) -> Path:
         ipo_beta = cfg.beta if cfg.loss == "ipo" else 0.0
 
         def held_out() -> dict:
-            return evaluate(policy_lm, ref_lm, items, encode, cfg.beta, tok.pad_token_id, d.device, autocast) if items else {}
+            """The held-out evaluation: on the main process, or on every one when sharded (each forward gathers from all;
+            the others would wait for the main one anyway)."""
+            if not items or not (d.is_main or sharded):
+                return {}
+            return evaluate(ev_policy, ev_ref, items, encode, cfg.beta, tok.pad_token_id, d.device, autocast)
 
+        first = held_out() if loop.step == 0 else {}
         if d.is_main and loop.step == 0:
             n_pairs = sum(len(p) for _, p in examples)
             loop.log.log(0, train_comparisons=len(examples), train_pairs=n_pairs, eval_items=len(items), skipped=skips.total,
-                         truncated=encode.truncated, **{f"eval_{k}": v for k, v in held_out().items() if v is not None})
+                         truncated=encode.truncated, **{f"eval_{k}": v for k, v in first.items() if v is not None})
             print(f"igpt dpo: {len(examples)} training comparisons ({n_pairs} pairs), {len(items)} held-out; "
                   f"skipped: {skips.summary()}")
 
@@ -211,7 +224,7 @@ def run(cfg: DPOConfig) -> Path:
             row: dict[str, Any] = {"loss": all_reduce_mean(sums[0] / max(1, len(mine)), d), "acc": all_reduce_mean(sums[1], d) / n_pairs_step,
                                    "margin": all_reduce_mean(sums[3], d) / n_pairs_step, "lr": lr, "grad_norm": grad_norm,
                                    "comparisons_per_s": seen * d.world_size / max(time.time() - t0, 1e-9)}
-            if d.is_main and cfg.eval_every and loop.step % cfg.eval_every == 0 and not loop.finished:
+            if cfg.eval_every and loop.step % cfg.eval_every == 0 and not loop.finished:
                 ev = held_out()
                 row.update({f"eval_{k}": v for k, v in ev.items() if v is not None})
             loop.log_step(row, "DPO loss" if cfg.loss == "dpo" else "IPO loss", postfix={
@@ -222,11 +235,13 @@ def run(cfg: DPOConfig) -> Path:
         if not loop.finished:  # stopped early on purpose: keep the partial folder and its checkpoint
             loop.log.close()
             return work
+        last = held_out()
+        state = full_state(policy, d, "lm.") if sharded else None
         if d.is_main:
-            final = {"final": True, **held_out(), "train_comparisons": len(examples), "skipped": skips.total,
+            final = {"final": True, **last, "train_comparisons": len(examples), "skipped": skips.total,
                      "truncated": encode.truncated, "seconds": round(time.time() - t0, 1)}
             loop.log.log(loop.step, **final)
-            save_model(policy_lm, tok, work, str(paths["model"]) if cfg.save_adapter else "")
+            save_model(policy_lm, tok, work, str(paths["model"]) if cfg.save_adapter else "", state=state)
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
             finish_output(work, out, {"step": loop.step, **{k: v for k, v in final.items()

@@ -229,7 +229,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     import torch
 
     from .. import rl
-    from ..adapters import BaseView, add_lora, check_quantization, quantization_kwargs, reference
+    from ..adapters import BaseView, adapters_off_call, add_lora, check_quantization, has_lora, quantization_kwargs, reference
+    from ..sharding import Replica, choose, full_state, shard
     from ..models import autocast_dtype, count_parameters, load_causal_lm, save_model
     from ..sampling import SamplingParams, make_sampler
     from ..tokenizer import load_tokenizer, stop_token_ids
@@ -298,10 +299,15 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         policy_lm = add_lora(no_dropout(load_causal_lm(paths["policy"], dev, quantization=quantization_kwargs(cfg))), cfg, what="policy")
         stop_ids = sorted(set(stop_ids) | set(stop_token_ids(tok, getattr(policy_lm, "generation_config", None))))
         ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["policy"], device=dev)))
+        # replicated, the four models' weights and the two trained ones' gradients and AdamW state
+        d.sharding = choose(cfg.sharding, d, [(policy_lm, True)] * 2 + [(policy_lm, False)] * 2)
+        sharded = d.sharding == "fsdp"
         value_src = paths["value"] or paths["policy"]
         # with adapters, the value model is a second adapter (and its own head) on the reward model's frozen trunk, which
-        # scores with that adapter off: one reward-model trunk in memory, not two
-        share_rm = bool(cfg.lora_r) and not cfg.value_head_on_policy and reward_fn is None and value_src == paths["reward"]
+        # scores with that adapter off: one reward-model trunk in memory, not two (unsharded: the scorer reads the trunk
+        # directly, which a sharded model allows only through its root)
+        share_rm = (bool(cfg.lora_r) and not cfg.value_head_on_policy and reward_fn is None and value_src == paths["reward"]
+                    and not sharded)
         scorer = None
         if reward_fn is None and not share_rm:
             scorer = RewardScorer(no_dropout(load_sequence_classifier(paths["reward"], dev)).requires_grad_(False))
@@ -320,6 +326,13 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                             "the reward model must share the policy's tokenizer")
         policy = policy_module(policy_lm, value_head).to(dev)
         policy.eval()
+        if sharded:  # every model's forwards go through a root module that gathers its shards
+            shard(policy, d, autocast)
+            ref_lm = adapters_off_call(policy) if has_lora(policy_lm) else shard(policy_module(ref_lm), d, autocast)
+            shard(value_module, d, autocast)
+            if scorer is not None:
+                shard(scorer, d, autocast)
+        replica = Replica(policy_lm, policy, d, prefix="lm.")  # sharded: the full weights every process samples from
         opt_policy = build_optimizer(policy, cfg.lr, weight_decay=0.0, betas=(0.9, 0.999), eps=cfg.adam_eps)
         opt_value = build_optimizer(value_module, cfg.value_lr, 0.0, (0.9, 0.999), cfg.adam_eps) if value_module is not None else None
         if value_head is not None:  # the head on the policy trunk learns at the value learning rate
@@ -346,14 +359,20 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 ptx_batches.load_state(loop.state["ptx"])
 
         ddp_policy, ddp_value = wrap_ddp(policy, d, find_unused=value_head is not None), wrap_ddp(value_module, d)
-        sampler = make_sampler(policy_lm, tok, batch_size=cfg.rollout_batch_size)
+        sampler = make_sampler(replica.refresh(loop.step), tok, batch_size=cfg.rollout_batch_size)
+
+        def ref_logprobs_of(e: Any) -> Any:
+            if sharded:
+                return ref_lm(e.input_ids, e.gather_pos, e.response, cfg.temperature)[0]
+            return sequence_logprobs(ref_lm, e, cfg.temperature)
 
         def evaluate(at_step: int) -> dict:
             row: dict[str, Any] = {}
+            full = replica.refresh(at_step)  # every process holds the full weights
             if eval_records and d.is_main:
-                row.update(gold_eval(policy_lm, tok, world, eval_records, eval_ids, cfg, stop_ids))
+                row.update(gold_eval(full, tok, world, eval_records, eval_ids, cfg, stop_ids))
             if val_tokens is not None:
-                row["pretrain_val_loss"] = heldout_lm_loss(policy_lm, val_tokens, autocast=autocast)
+                row["pretrain_val_loss"] = heldout_lm_loss(full, val_tokens, autocast=autocast)
             barrier(d)
             return row
 
@@ -372,6 +391,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             idx = stream.next()
             batch_prompts = [prompt_ids[i] for i in idx]
             params = SamplingParams(cfg.max_new_tokens, cfg.temperature, 0, 1.0, _seed(cfg.seed, step, d.rank), stop_ids)
+            if sharded:
+                sampler.update_weights(replica.refresh(step))
             roll = sampler.generate(batch_prompts, params)
             responses, finished, old_lp = [], [], []
             for r_ids, r_lp in zip(roll.response_ids, roll.logprobs):
@@ -387,9 +408,10 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
             # 2. scoring: reference log-probs, old values, reward-model scores (no grad, batched)
             with torch.no_grad(), torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
-                if not sampler.logprobs_are_exact:  # a sampler whose numbers differ from training's: the policy's own
-                    old_logprobs = batched(lambda e: sequence_logprobs(policy_lm, e, cfg.temperature), ep, cfg.forward_batch_size)
-                ref_logprobs = batched(lambda e: sequence_logprobs(ref_lm, e, cfg.temperature), ep, cfg.forward_batch_size)
+                if not sampler.logprobs_are_exact or sharded:  # sampled elsewhere than training computes: the policy's own
+                    old_logprobs = batched(lambda e: policy(e.input_ids, e.gather_pos, e.response, cfg.temperature)[0], ep,
+                                           cfg.forward_batch_size)
+                ref_logprobs = batched(ref_logprobs_of, ep, cfg.forward_batch_size)
                 if value_module is not None:
                     old_values = batched(lambda e: value_module(e.input_ids, e.gather_pos), ep, cfg.forward_batch_size)
                 else:
@@ -478,11 +500,13 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             loop.advance()
             step = loop.step
             episodes_done += B * d.world_size
-            if d.is_main and cfg.save_policy_every and step % cfg.save_policy_every == 0 and step < cfg.steps:
-                tmp = work / SNAPSHOTS_FOLDER / f"step-{step}.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                save_model(policy_lm, tok, tmp)
-                swap_in(tmp, tmp.with_name(f"step-{step}"))
+            if cfg.save_policy_every and step % cfg.save_policy_every == 0 and step < cfg.steps:
+                state = full_state(policy, d, "lm.") if sharded else None
+                if d.is_main:
+                    tmp = work / SNAPSHOTS_FOLDER / f"step-{step}.tmp"
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    save_model(policy_lm, tok, tmp, state=state)
+                    swap_in(tmp, tmp.with_name(f"step-{step}"))
             row: dict[str, Any] = {
                 "reward": all_reduce_mean(float(rewards.sum(-1).mean()), d),
                 "score": mean_score,
@@ -512,15 +536,19 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         if not loop.finished:  # stopped early on purpose: leave the partial folder and its checkpoint
             return work
         step = loop.step
+        whole = full_state(policy, d) if sharded else None  # the policy module: the LM, and a value head on its trunk
+        state = {k[3:]: v for k, v in whole.items() if k.startswith("lm.")} if sharded else None
+        value_state = full_state(value_module, d) if sharded and value_module is not None else None
         if d.is_main:
-            save_model(policy_lm, tok, work, str(paths["policy"]) if cfg.save_adapter else "")
+            save_model(policy_lm, tok, work, str(paths["policy"]) if cfg.save_adapter else "", state=state)
             if value_module is not None:
-                save_value_model(value_module, work / "value")
+                save_value_model(value_module, work / "value", state=value_state)
             elif value_head is not None:
                 from safetensors.torch import save_file
 
                 (work / "value").mkdir(exist_ok=True)
-                save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}, str(work / "value" / "value_head.safetensors"))
+                head = {k[11:]: v for k, v in whole.items() if k.startswith("value_head.")} if sharded else value_head.state_dict()
+                save_file({k: v.detach().cpu().contiguous() for k, v in head.items()}, str(work / "value" / "value_head.safetensors"))
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
             finish_output(work, out, {"step": step, "episodes": episodes_done, "ptx_coef": ptx_coef, "gold_score": last_gold,

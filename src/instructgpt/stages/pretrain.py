@@ -102,6 +102,7 @@ def run(cfg: PretrainConfig) -> Path:
     from ..data.corpus import PackedBatches, tokenize_corpus, unigram_entropy
     from ..evaluation import heldout_lm_loss
     from ..adapters import add_lora, check_quantization, quantization_kwargs
+    from ..sharding import Replica, choose, full_state, shard
     from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, all_reduce_mean, lm_loss, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
@@ -147,6 +148,9 @@ def run(cfg: PretrainConfig) -> Path:
             model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
+        d.sharding = choose(cfg.sharding, d, [(model, True)])
+        shard(model, d, autocast)
+        replica = Replica(model, model, d, everywhere=False)  # the main process samples from full weights
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
         batches = PackedBatches(train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed, d.rank, d.world_size)
 
@@ -183,9 +187,11 @@ def run(cfg: PretrainConfig) -> Path:
             if cfg.eval_every and (step % cfg.eval_every == 0 or last):
                 val_loss = all_reduce_mean(heldout_lm_loss(model, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches, autocast), d)
                 row.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 50)))
+            if (cfg.sample_every and step % cfg.sample_every == 0) or last:
+                full = replica.refresh()
             if d.is_main and ((cfg.sample_every and step % cfg.sample_every == 0) or last):
                 prompts = _sample_prompts(paths["corpus"], tok)
-                samples = sample_continuations(model, tok, prompts, seed=cfg.seed + step)
+                samples = sample_continuations(full, tok, prompts, seed=cfg.seed + step)
                 with open(work / "samples.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": step, "samples": samples}) + "\n")
             loop.log_step(row, "training loss", postfix={"loss": f"{train_loss:.3f}", "val": f"{val_loss:.3f}" if val_loss is not None else "-",
@@ -195,8 +201,9 @@ def run(cfg: PretrainConfig) -> Path:
         step = loop.step
         if step < cfg.max_steps:  # stopped early on purpose: leave the partial folder and its checkpoint
             return work
+        state = full_state(model, d) if d.sharding == "fsdp" else None
         if d.is_main:
-            save_model(model, tok, work, cfg.model if cfg.save_adapter else "")
+            save_model(model, tok, work, cfg.model if cfg.save_adapter else "", state=state)
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
             info = {"step": step, "val_loss": val_loss, "params": n_params}

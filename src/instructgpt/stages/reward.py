@@ -424,6 +424,7 @@ def demonstration_pairs(cfg: RewardConfig, world: Any, train: list[Any]) -> tupl
 def run(cfg: RewardConfig) -> Path:
     from ..adapters import check_quantization
     from ..data.preferences import shuffle_into_pairs
+    from ..sharding import Replica, choose, shard
     from ..models import autocast_dtype, enable_residual_dropout, save_model
     from ..reward_model import STATS_FILE, collate, ranking_loss
     from ..tokenizer import load_tokenizer
@@ -462,12 +463,16 @@ def run(cfg: RewardConfig) -> Path:
             model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
+        root = reward_forward(model)
+        d.sharding = choose(cfg.sharding, d, [(model, True)])
+        shard(root, d, autocast)
+        replica = Replica(model, root, d, prefix="rm.", everywhere=False)  # full weights for the main process's evaluations
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
         steps = ComparisonSteps(len(examples), cfg, d)
         total_steps = steps.total
 
         loop = Loop("rm", cfg, d, work, {"model": Part(model, opt)}, total_steps, autocast)
-        fwd = wrap_ddp(reward_forward(model), d)
+        fwd = wrap_ddp(root, d)
         log = loop.log
         n_pairs = sum(len(p) for _, p in examples)
         n_responses = sum(len(ids) for ids, _ in examples)
@@ -503,9 +508,11 @@ def run(cfg: RewardConfig) -> Path:
             acc = all_reduce_mean(sums[1], d) / max(all_reduce_mean(float(sums[2]), d), 1e-9)
             row: dict[str, Any] = {"loss": train_loss, "acc": acc, "lr": lr,
                                    "grad_norm": grad_norm, "comparisons_per_s": seen * d.world_size / max(time.time() - t0, 1e-9)}
-            if items and d.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-                ev = evaluate(model, items, encode, tok.pad_token_id, d.device, autocast)
-                row.update({f"eval_{k}": v for k, v in ev.items() if v is not None})
+            if items and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                full = replica.refresh()
+                if d.is_main:
+                    ev = evaluate(full, items, encode, tok.pad_token_id, d.device, autocast)
+                    row.update({f"eval_{k}": v for k, v in ev.items() if v is not None})
             loop.log_step(row, "reward-model loss", postfix={
                 "loss": f"{train_loss:.3f}", "acc": f"{row['acc']:.2f}",
                 "eval": f"{ev.get('accuracy_all'):.2f}" if ev.get("accuracy_all") is not None else "-"})
@@ -515,10 +522,12 @@ def run(cfg: RewardConfig) -> Path:
         if step < total_steps:  # stopped early on purpose: keep the partial folder and its checkpoint
             log.close()
             return work
+        full = replica.refresh()
         if d.is_main:
             model.eval()
+            full.eval()
             demos, demo_source = demonstration_pairs(cfg, world, train)
-            demo_raw = score_sequences(model, [encode(p, r) for p, r in demos], tok.pad_token_id, d.device, autocast)
+            demo_raw = score_sequences(full, [encode(p, r) for p, r in demos], tok.pad_token_id, d.device, autocast)
             mean = sum(demo_raw) / len(demo_raw)
             std = math.sqrt(sum((x - mean) ** 2 for x in demo_raw) / max(1, len(demo_raw) - 1)) if len(demo_raw) > 1 else 1.0
             model.config.reward_bias = float(-mean)
@@ -526,14 +535,14 @@ def run(cfg: RewardConfig) -> Path:
             stats = {"reward_bias": model.config.reward_bias, "reward_std": model.config.reward_std,
                      "demonstrations": len(demo_raw), "demonstrations_source": demo_source,
                      "formula": "reward = score(last real token) + reward_bias; normalised reward = reward / reward_std"}
-            final = {"final": True, **evaluate(model, items, encode, tok.pad_token_id, d.device, autocast, gold)} if items else {"final": True}
+            final = {"final": True, **evaluate(full, items, encode, tok.pad_token_id, d.device, autocast, gold)} if items else {"final": True}
             final.update(agreement(train, held))
             final.update(reward_bias=stats["reward_bias"], reward_std=stats["reward_std"], train_comparisons=len(examples),
                          train_pairs=n_pairs, skipped=skips.total, truncated=encode.truncated, shuffle_pairs=cfg.shuffle_pairs,
                          seconds=round(time.time() - t0, 1))
             log.log(step, **final)
             log.close()
-            save_model(model, tok, work, str(paths["model"]) if cfg.save_adapter else "")
+            save_model(model, tok, work, str(paths["model"]) if cfg.save_adapter else "", state=replica.state)
             (work / STATS_FILE).write_text(json.dumps(stats, indent=1))
             (work / "skipped.txt").write_text(skips.summary() + "\n")
             save_config(cfg, work)

@@ -215,6 +215,8 @@ def validation_loss(loss_fn: Any, val: list[dict], pad_id: int, batch_tokens: in
     """Mean loss per labelled token over the validation demonstrations (split across processes)."""
     import torch
 
+    from ..sharding import even
+
     if not val:
         return float("nan")
     lengths = [len(r["ids"]) - 1 for r in val]
@@ -230,10 +232,12 @@ def validation_loss(loss_fn: Any, val: list[dict], pad_id: int, batch_tokens: in
     loss_fn.eval()
     total, count = 0.0, 0
     with torch.no_grad(), torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
-        for b in batches[d.rank :: d.world_size]:
-            ids, labels = collate([val[i] for i in b], pad_id)
-            total += float(loss_fn(ids.to(d.device), labels.to(d.device)))
-            count += int((labels != -100).sum())
+        for b in even(batches, d):  # sharded: a process short of batches runs one more and ignores it
+            ids, labels = collate([val[i] for i in (b if b is not None else batches[0])], pad_id)
+            loss = float(loss_fn(ids.to(d.device), labels.to(d.device)))
+            if b is not None:
+                total += loss
+                count += int((labels != -100).sum())
     loss_fn.train(was)
     total, count = _all_sum([total, float(count)], d)
     return total / max(count, 1.0)
@@ -277,6 +281,7 @@ def mean_reward(model: Any, tok: Any, reward_model: Any, records: list[dict], ma
 def run(cfg: SFTConfig) -> Path:
     from ..data.corpus import PackedBatches, tokenize_corpus
     from ..adapters import add_lora, check_quantization, quantization_kwargs
+    from ..sharding import Replica, choose, full_state, shard
     from ..models import autocast_dtype, count_parameters, enable_residual_dropout, load_causal_lm, resize_for_tokenizer, save_model
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
@@ -340,8 +345,11 @@ def run(cfg: SFTConfig) -> Path:
             model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
-        opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2))
         loss_fn = _token_loss_module(model)
+        d.sharding = choose(cfg.sharding, d, [(model, True)])
+        shard(loss_fn, d, autocast)  # the loss module is what every training and validation forward calls
+        replica = Replica(model, loss_fn, d, prefix="lm.", everywhere=False)  # full weights for the main process's samples
+        opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2))
 
         # ---- the whole schedule up front: micro-batches of every epoch, grouped into optimiser steps
         lengths = [len(r["ids"]) - 1 for r in data.train]
@@ -380,19 +388,20 @@ def run(cfg: SFTConfig) -> Path:
             nonlocal best, best_step, best_epoch, val_loss, best_val
             val_loss = validation_loss(loss_fn, data.val, tok.pad_token_id, cfg.batch_tokens, d, autocast)
             row: dict[str, Any] = {"epoch": round(epoch, 4), "val_loss": val_loss}
+            full = replica.refresh()
             if d.is_main:
                 metric = val_loss
                 if cfg.select_by == "reward":
-                    reward = mean_reward(model, tok, reward_model, data.val[: cfg.select_prompts], cfg.max_new_tokens, cfg.seed)
+                    reward = mean_reward(full, tok, reward_model, data.val[: cfg.select_prompts], cfg.max_new_tokens, cfg.seed)
                     row["val_reward"] = reward
                     metric = -reward
                 if cfg.select_by != "last" and math.isfinite(metric) and (best is None or metric < best):
                     best, best_step, best_epoch, best_val = metric, at_step, math.ceil(epoch), val_loss
                     keep = work / "best"
                     shutil.rmtree(keep, ignore_errors=True)
-                    save_model(model, tok, keep, adapter_base)
+                    save_model(model, tok, keep, adapter_base, state=replica.state)
                 if cfg.samples and float(epoch).is_integer():
-                    answers = sample_answers(model, tok, data.val[: cfg.samples], cfg.max_new_tokens, cfg.seed)
+                    answers = sample_answers(full, tok, data.val[: cfg.samples], cfg.max_new_tokens, cfg.seed)
                     with open(work / "samples.jsonl", "a", encoding="utf-8") as f:
                         f.write(json.dumps({"step": at_step, "epoch": epoch, "samples": answers}, ensure_ascii=False) + "\n")
                 log.log(at_step, **row)
@@ -453,6 +462,7 @@ def run(cfg: SFTConfig) -> Path:
             return work
 
         # ---- output: the best evaluation's weights (or the last), as a standard model folder
+        state = full_state(loss_fn, d, "lm.") if d.sharding == "fsdp" else None
         if d.is_main:
             keep = work / "best"
             if cfg.select_by != "last" and keep.is_dir():
@@ -460,7 +470,7 @@ def run(cfg: SFTConfig) -> Path:
                     os.replace(f, work / f.name)
                 shutil.rmtree(keep)
             else:
-                save_model(model, tok, work, adapter_base)
+                save_model(model, tok, work, adapter_base, state=state)
                 best_step, best_epoch, best_val = step, cfg.epochs, val_loss
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
