@@ -1,6 +1,7 @@
-"""PPO's peak memory per process on a ~100M-parameter model: full fine-tuning against LoRA adapters, with episodes/s.
+"""PPO's peak memory per process on a ~100M-parameter model: full fine-tuning against LoRA adapters, and replicated
+(DDP) against sharded (FSDP2) on 2 processes, with episodes/s.
 
-    python benchmarks/ppo_memory.py                  # full PPO and LoRA PPO (rank 16), one process each
+    python benchmarks/ppo_memory.py                  # full and LoRA (rank 16) in one process; DDP and FSDP on 2
     python benchmarks/ppo_memory.py --modes lora --lora-r 64
 
 Each mode runs ``igpt ppo`` in its own process (so that one's peak does not hide the other's) on the same random-weight
@@ -10,7 +11,11 @@ episodes, minibatches of 4, 2 PPO epochs) and response length (32 tokens). The p
 (``peak_rss_mb`` in its completion record: the process's resident set on CPU, the allocator's peak on CUDA).
 Full PPO holds four models (policy and value with gradients and AdamW state, reference and reward model frozen); LoRA
 PPO holds two bases: the policy's (its adapters off give the reference) and the reward model's (a second adapter and
-head on it are the value model).
+head on it are the value model). ``ddp`` and ``fsdp`` run full PPO under ``torchrun --nproc_per_node 2`` (one thread
+each) with ``--sharding ddp`` or ``fsdp``, each process with the same 16 episodes a step (so 32 a step in all); the
+peak is the main process's (under FSDP it also holds, while it samples, the full-weight copy every process samples
+from). ``--mmap-threshold 131072`` gives glibc a fixed mmap threshold, so that the resident set is the memory in use
+rather than what the allocator kept after it was freed; the figures are given both ways.
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ def run_mode(work: Path, mode: str, args: argparse.Namespace) -> dict:
     if mode == "lora":
         cmd += ["--lora-r", str(args.lora_r), "--lora-alpha", str(2 * args.lora_r)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if args.mmap_threshold:  # glibc: every allocation above this size mapped on its own, so a freed one leaves the RSS
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+    if mode in ("ddp", "fsdp"):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29650",
+               "-m", "instructgpt.cli"] + cmd[3:] + ["--sharding", mode]
+        env["OMP_NUM_THREADS"] = "1"
     t0 = time.time()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -52,10 +63,13 @@ def run_mode(work: Path, mode: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/igpt-ppo-memory")
-    ap.add_argument("--modes", default="full,lora")
+    ap.add_argument("--modes", default="full,lora,ddp,fsdp")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mmap-threshold", type=int, default=0,
+                    help="set glibc's MALLOC_MMAP_THRESHOLD_ for the runs (0: glibc's default, a threshold that grows "
+                         "with what is freed, so the resident set keeps memory the program already released)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     work = Path(args.work)
@@ -63,11 +77,15 @@ def main() -> None:
     info = make_models(work, vocab=4096, n_prompts=256, d_model=768, n_layers=12, n_heads=12, d_ff=2304)
     results = [run_mode(work, m, args) for m in args.modes.split(",")]
     by = {r["mode"]: r for r in results}
-    summary = {"params": info["params"], "results": results}
+    summary = {"params": info["params"], "mmap_threshold": args.mmap_threshold or "glibc default", "results": results}
     if "full" in by and "lora" in by:
         summary["lora_over_full_memory"] = round(by["lora"]["peak_rss_mb"] / by["full"]["peak_rss_mb"], 3)
         if by["full"]["episodes_per_s"] and by["lora"]["episodes_per_s"]:
             summary["lora_over_full_speed"] = round(by["lora"]["episodes_per_s"] / by["full"]["episodes_per_s"], 3)
+    if "ddp" in by and "fsdp" in by:
+        summary["fsdp_over_ddp_memory"] = round(by["fsdp"]["peak_rss_mb"] / by["ddp"]["peak_rss_mb"], 3)
+        if by["ddp"]["episodes_per_s"] and by["fsdp"]["episodes_per_s"]:
+            summary["fsdp_over_ddp_speed"] = round(by["fsdp"]["episodes_per_s"] / by["ddp"]["episodes_per_s"], 3)
     print(json.dumps(summary, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))

@@ -154,3 +154,24 @@ def test_lora_ppo_under_sharding_completes_with_plain_and_adapter_folders(tiny_m
     x = torch.randint(0, 300, (2, 9))
     torch.testing.assert_close(merged(x).logits, rebuilt(x).logits, rtol=1e-4, atol=1e-4)
     AutoModelForSequenceClassification.from_pretrained(str(out / "value"))
+
+
+@pytest.mark.parametrize("name", ["one-gpu-0.5b", "eight-gpu-8b"])
+def test_the_documented_gpu_configs_are_valid_for_every_stage_they_set(name):
+    from instructgpt.cli import config_from_args
+    from instructgpt.config import read_config_file
+    from instructgpt.stages.dpo import DPOConfig
+    from instructgpt.stages.ppo import PPOConfig
+    from instructgpt.stages.reward import RewardConfig
+    from instructgpt.stages.sft import SFTConfig
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "configs" / f"{name}.toml"
+    tables = read_config_file(path)
+    classes = {"sft": SFTConfig, "rm": RewardConfig, "dpo": DPOConfig, "ppo": PPOConfig}
+    assert set(tables) == set(classes)
+    for stage, cls in classes.items():
+        cfg = config_from_args(stage, cls, ["--config", str(path)])
+        for key, value in tables[stage].items():
+            assert getattr(cfg, key) == value, (stage, key)
+        if name.startswith("eight"):
+            assert cfg.sharding == "fsdp" and cfg.gradient_checkpointing

@@ -7,7 +7,9 @@ for the backward pass. The activation estimate per decoder layer and token is Ko
 fp32; with activation checkpointing a layer keeps only its input (``2 h`` bytes, 16-bit) and one layer's activations
 are live again during its recomputation. The output layer's logits (fp32, with their log-softmax) come on top. Frozen
 models (PPO's reference and reward model, DPO's reference) hold weights only. Under sharding (``fsdp``) weights,
-gradients and optimiser state are divided by the number of processes; activations are not.
+gradients and optimiser state are divided by the number of processes; activations are not, and a full copy of the
+trained model's weights (``sharding.Replica``) comes on top: on every process for PPO, which samples from it, on the main
+one for the other trainers' samples and evaluations.
 
 An estimate, not a measurement: the allocator's fragmentation, CUDA's context (about 0.5 GiB) and temporary buffers
 come on top; the peak each stage really reached is in its metrics and completion record (``peak_rss_mb``,
@@ -116,7 +118,8 @@ def report(stage: str, rows: list[ModelMemory], tokens: int, seq_len: int, check
              f"{'on' if checkpointing else 'off'}{f', LoRA rank {lora_r}' if lora_r else ''}; GiB)",
              f"  {'model':<10} {'parameters':>12} {'weights':>8} {'grads':>8} {'AdamW':>8} {'activ.':>8} {'total':>8}"]
     for r in rows:
-        note = "   (frozen)" if not r.trainable else (f"   ({r.trained_params:,} trained)" if r.trained_params < r.params else "")
+        note = ("   (full weights gathered from the shards)" if r.role == "replica" else "   (frozen)" if not r.trainable
+                else f"   ({r.trained_params:,} trained)" if r.trained_params < r.params else "")
         lines.append(f"  {r.role:<10} {r.params:>12,} {g(r.weights)} {g(r.grads)} {g(r.optimizer)} {g(r.activations)} {g(r.total)}" + note)
     lines.append(f"  {'all':<10} {sum(r.params for r in rows):>12,} {g(sum(r.weights for r in rows))} {g(sum(r.grads for r in rows))} "
                  f"{g(sum(r.optimizer for r in rows))} {g(sum(r.activations for r in rows))} {g(sum(r.total for r in rows))}")
@@ -142,5 +145,19 @@ def dry_run(stage: str, cfg: Any, models: list[tuple[str, Any, bool, bool]], tok
     lora = getattr(cfg, "lora_r", 0)
     if lora:  # the frozen reference is the policy's own base with its adapters off: no weights of its own
         models = [m for m in models if m[0] != "reference"]
-    rows = estimate(models, tokens, seq_len, cfg.gradient_checkpointing, world, lora_r=lora, lora_targets=getattr(cfg, "lora_targets", ()))
-    print(report(stage, rows, tokens, seq_len, cfg.gradient_checkpointing, world, "ddp", lora))
+    kw = dict(lora_r=lora, lora_targets=getattr(cfg, "lora_targets", ()))
+    sharding = "none" if world == 1 else getattr(cfg, "sharding", "ddp")
+    if sharding == "auto":  # the rule the stage itself applies (sharding.pick), on the replicated estimate
+        from types import SimpleNamespace
+
+        from .models import resolve_device
+        from .sharding import pick
+
+        replicated = estimate(models, tokens, seq_len, cfg.gradient_checkpointing, world, "ddp", **kw)
+        d = SimpleNamespace(device=resolve_device(cfg.device), world_size=world)
+        sharding = pick(sum(r.weights + r.grads + r.optimizer for r in replicated), d)
+    rows = estimate(models, tokens, seq_len, cfg.gradient_checkpointing, world, sharding, **kw)
+    if sharding == "fsdp" and stage != "dpo":  # sharding.Replica: the gathered weights PPO samples from (every process),
+        src = rows[0]                          # or the main process's samples and evaluations (the other trainers)
+        rows.append(ModelMemory("replica", src.params, False, 4.0 * src.params, 0.0, 0.0, 0.0))
+    print(report(stage, rows, tokens, seq_len, cfg.gradient_checkpointing, world, sharding, lora))

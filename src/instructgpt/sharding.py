@@ -30,15 +30,33 @@ MODES = ("auto", "ddp", "fsdp")
 
 
 def choose(requested: str, d: Any, models: list[tuple[Any, bool]]) -> str:
-    """The sharding of this run: ``none`` in one process, else ``requested`` (``auto``: ``fsdp`` when the models
-    ``(module, trains?)`` replicated (16 bytes a trained parameter with AdamW, 4 a frozen one) would exceed half of a
-    process's memory)."""
+    """The sharding of this run, decided before any weight is loaded: ``none`` in one process, else ``requested``
+    (``auto``: ``fsdp`` when the models ``(folder, hub id, config or module; trains?)`` replicated (16 bytes a trained
+    parameter with AdamW, 4 a frozen one) would exceed half of a process's memory)."""
     if not d.enabled:
         return "none"
     if requested != "auto":
         return requested
-    need = sum((16 if trains else 4) * sum(p.numel() for p in m.parameters()) for m, trains in models if m is not None)
-    return "fsdp" if need > 0.5 * process_memory(d) else "ddp"
+    from .memory import count_from_config
+
+    def count(src: Any) -> int:
+        return sum(p.numel() for p in src.parameters()) if hasattr(src, "parameters") else count_from_config(src)[0]
+
+    return pick(sum((16 if trains else 4) * count(m) for m, trains in models if m is not None), d)
+
+
+def load_device(d: Any) -> Any:
+    """Where a stage loads its models: the CPU when they will be sharded (``fully_shard`` moves each unit's shard to the
+    GPU, so a model larger than one GPU never lands on one whole), else the stage's device."""
+    import torch
+
+    return torch.device("cpu") if getattr(d, "sharding", "none") == "fsdp" else d.device
+
+
+def pick(replicated_bytes: float, d: Any) -> str:
+    """``auto``'s rule: shard when the replicated weights, gradients and optimiser state exceed half of a process's
+    memory (the rest is for activations, the allocator and the sampler's copy)."""
+    return "fsdp" if replicated_bytes > 0.5 * process_memory(d) else "ddp"
 
 
 def process_memory(d: Any) -> float:
@@ -133,16 +151,19 @@ def full_state(root: Any, d: Any, prefix: str = "", everywhere: bool = False) ->
 
 
 class Replica:
-    """A plain copy of a sharded model with its full weights (adapters merged), for what decodes or evaluates outside
-    the lockstep of the training forwards: PPO's rollouts (every process), samples and evaluations (the main one).
+    """A plain copy of a sharded model with its full weights (adapters merged; in ``dtype`` when given), for what decodes
+    or evaluates outside the lockstep of the training forwards: PPO's rollouts (every process), samples and evaluations
+    (the main one).
     ``refresh`` gathers the current weights (every process calls it); ``model`` is the copy (None on a process that
     does not hold one). Unsharded, it is the model itself."""
 
-    def __init__(self, model: Any, root: Any, d: Any, prefix: str = "", everywhere: bool = True):
-        self.inner, self.root, self.d, self.prefix, self.everywhere = model, root, d, prefix, everywhere
+    def __init__(self, model: Any, root: Any, d: Any, prefix: str = "", everywhere: bool = True, dtype: Any = None,
+                 keep_state: bool = False):
+        self.inner, self.root, self.d, self.prefix, self.everywhere, self.dtype = model, root, d, prefix, everywhere, dtype
         self.sharded = is_sharded(root)
         self.model = None if self.sharded else model
-        self.state: dict | None = None  # the full state last gathered (adapters unmerged), for a save from it
+        self.keep_state = keep_state
+        self.state: dict | None = None  # with keep_state: the full state last gathered (adapters unmerged), to save from
         self.at: Any = None  # the training step whose weights the copy holds, when the trainer says (refresh(step))
 
     def refresh(self, step: Any = None) -> Any:
@@ -157,7 +178,7 @@ class Replica:
         from .adapters import has_lora, merged_state_dict
 
         state = full_state(self.root, self.d, self.prefix, everywhere=self.everywhere)
-        self.state = state or None
+        self.state = (state or None) if self.keep_state else None
         self.at = step
         if not state:
             return None
@@ -168,6 +189,8 @@ class Replica:
             with torch.device("meta"):
                 self.model = type(self.inner)(config)
             self.model.to_empty(device=self.d.device)
+            if self.dtype is not None:  # on a GPU, the copy in the autocast dtype: half the memory, the same maths
+                self.model.to(self.dtype)
             buffers = dict(self.inner.named_buffers())
             with torch.no_grad():
                 for name, buf in self.model.named_buffers():  # rotary frequencies and the like: not in a state dict
@@ -176,10 +199,17 @@ class Replica:
             self.model.eval()
             if getattr(self.inner, "generation_config", None) is not None:
                 self.model.generation_config = copy.deepcopy(self.inner.generation_config)
-        missing, unexpected = self.model.load_state_dict({k: v.to(self.d.device) for k, v in state.items()}, strict=False)
+        missing, unexpected = self.model.load_state_dict({k: v.to(self.d.device, self.dtype or v.dtype) for k, v in state.items()},
+                                                         strict=False)
         missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the input embeddings
         if missing or unexpected:
             raise UserError(f"internal: the gathered weights do not fit the replica ({(missing + unexpected)[:3]})")
         if getattr(self.model.config, "tie_word_embeddings", False) and hasattr(self.model, "tie_weights"):
             self.model.tie_weights()
         return self.model
+
+    def release(self) -> None:
+        """Free the copy until the next ``refresh`` (PPO: between its rollouts and the next step's, while training
+        needs the memory); a no-op unsharded."""
+        if self.sharded:
+            self.model, self.state, self.at = None, None, None

@@ -131,7 +131,7 @@ def evaluate(policy_lm: Any, ref_lm: Any, items: list[dict], encode: ResponseEnc
 
 def run(cfg: DPOConfig) -> Path:
     from ..adapters import adapters_off_call, add_lora, check_quantization, has_lora, quantization_kwargs, reference
-    from ..sharding import choose, full_state, shard
+    from ..sharding import choose, full_state, load_device, shard
     from ..models import autocast_dtype, load_causal_lm, save_model
     from ..policy import no_dropout, policy_module
     from ..reward_model import flatten_comparisons, ranking_loss
@@ -154,8 +154,11 @@ def run(cfg: DPOConfig) -> Path:
         train, held, skips = load_data(cfg, paths["data"])
         tok = load_tokenizer(paths["model"])
         check_quantization(cfg, d.device)
-        policy_lm = add_lora(no_dropout(load_causal_lm(paths["model"], d.device, quantization=quantization_kwargs(cfg))), cfg, what="policy")
-        ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["model"], device=d.device)))
+        d.sharding = choose(cfg.sharding, d, [(paths["model"], True)] + ([] if cfg.lora_r else [(paths["model"], False)]))
+        sharded = d.sharding == "fsdp"
+        where = load_device(d)
+        policy_lm = add_lora(no_dropout(load_causal_lm(paths["model"], where, quantization=quantization_kwargs(cfg))), cfg, what="policy")
+        ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["model"], device=where)))
         if policy_lm.get_input_embeddings().weight.shape[0] < len(tok):
             raise UserError(f"--model: {paths['model']} has a smaller vocabulary than its tokenizer")
         max_len = cfg.max_len or int(getattr(policy_lm.config, "max_position_embeddings", 0) or 0)
@@ -167,9 +170,7 @@ def run(cfg: DPOConfig) -> Path:
         barrier(d)
 
         autocast = autocast_dtype(d.device, cfg.precision)
-        policy = policy_module(policy_lm).to(d.device)
-        d.sharding = choose(cfg.sharding, d, [(policy_lm, True)] + ([] if has_lora(policy_lm) else [(ref_lm, False)]))
-        sharded = d.sharding == "fsdp"
+        policy = policy_module(policy_lm).to(where)
         ev_policy, ev_ref = policy_lm, ref_lm
         if sharded:  # every forward through a root: the policy module, and the reference's own (or the policy's, adapters off)
             shard(policy, d, autocast)

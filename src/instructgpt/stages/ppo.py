@@ -230,7 +230,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
     from .. import rl
     from ..adapters import BaseView, adapters_off_call, add_lora, check_quantization, has_lora, quantization_kwargs, reference
-    from ..sharding import Replica, choose, full_state, shard
+    from ..sharding import Replica, choose, full_state, load_device, shard
     from ..models import autocast_dtype, count_parameters, load_causal_lm, save_model
     from ..sampling import SamplingParams, make_sampler
     from ..tokenizer import load_tokenizer, stop_token_ids
@@ -296,12 +296,13 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         # ---- the four models
         stop_ids = stop_token_ids(tok, None)
         check_quantization(cfg, dev)
-        policy_lm = add_lora(no_dropout(load_causal_lm(paths["policy"], dev, quantization=quantization_kwargs(cfg))), cfg, what="policy")
-        stop_ids = sorted(set(stop_ids) | set(stop_token_ids(tok, getattr(policy_lm, "generation_config", None))))
-        ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["policy"], device=dev)))
-        # replicated, the four models' weights and the two trained ones' gradients and AdamW state
-        d.sharding = choose(cfg.sharding, d, [(policy_lm, True)] * 2 + [(policy_lm, False)] * 2)
+        # replicated: the four models' weights, and the two trained ones' gradients and AdamW state
+        d.sharding = choose(cfg.sharding, d, [(paths["policy"], True)] * 2 + [(paths["policy"], False)] * 2)
         sharded = d.sharding == "fsdp"
+        where = load_device(d)  # sharded: loaded on the CPU, each unit's shard moved to the device as it is sharded
+        policy_lm = add_lora(no_dropout(load_causal_lm(paths["policy"], where, quantization=quantization_kwargs(cfg))), cfg, what="policy")
+        stop_ids = sorted(set(stop_ids) | set(stop_token_ids(tok, getattr(policy_lm, "generation_config", None))))
+        ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["policy"], device=where)))
         value_src = paths["value"] or paths["policy"]
         # with adapters, the value model is a second adapter (and its own head) on the reward model's frozen trunk, which
         # scores with that adapter off: one reward-model trunk in memory, not two (unsharded: the scorer reads the trunk
@@ -310,21 +311,21 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                     and not sharded)
         scorer = None
         if reward_fn is None and not share_rm:
-            scorer = RewardScorer(no_dropout(load_sequence_classifier(paths["reward"], dev)).requires_grad_(False))
+            scorer = RewardScorer(no_dropout(load_sequence_classifier(paths["reward"], where)).requires_grad_(False))
         value_head, value_module = None, None
         if cfg.value_head_on_policy:
-            value_head = torch.nn.Linear(policy_lm.config.hidden_size, 1).to(dev)
+            value_head = torch.nn.Linear(policy_lm.config.hidden_size, 1).to(where)
             torch.nn.init.zeros_(value_head.weight)
             torch.nn.init.zeros_(value_head.bias)
         else:
-            value_module = build_value_module(value_src, dev, tok, own_head=share_rm)
+            value_module = build_value_module(value_src, where, tok, own_head=share_rm)
             add_lora(value_module.model, cfg, trainable=() if share_rm else (value_module.head,), what="value model")
         if share_rm:
             scorer = RewardScorer(BaseView(value_module.model))
         if scorer is not None and scorer.model.get_input_embeddings().weight.shape[0] < len(tok):
             raise UserError(f"--reward-model: {paths['reward']} has a smaller vocabulary than the policy's tokenizer; "
                             "the reward model must share the policy's tokenizer")
-        policy = policy_module(policy_lm, value_head).to(dev)
+        policy = policy_module(policy_lm, value_head).to(where)
         policy.eval()
         if sharded:  # every model's forwards go through a root module that gathers its shards
             shard(policy, d, autocast)
@@ -332,7 +333,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             shard(value_module, d, autocast)
             if scorer is not None:
                 shard(scorer, d, autocast)
-        replica = Replica(policy_lm, policy, d, prefix="lm.")  # sharded: the full weights every process samples from
+        # sharded: the full weights every process samples from (bf16 on a GPU: the old log-probs are recomputed anyway)
+        replica = Replica(policy_lm, policy, d, prefix="lm.", dtype=autocast)
         opt_policy = build_optimizer(policy, cfg.lr, weight_decay=0.0, betas=(0.9, 0.999), eps=cfg.adam_eps)
         opt_value = build_optimizer(value_module, cfg.value_lr, 0.0, (0.9, 0.999), cfg.adam_eps) if value_module is not None else None
         if value_head is not None:  # the head on the policy trunk learns at the value learning rate
@@ -436,6 +438,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             advantages, returns = rl.gae(rewards, old_values, ep.mask, cfg.gamma, cfg.lam)
             advantages = rl.masked_whiten(advantages, ep.mask, stats=rl.global_stats(advantages, ep.mask, d))
             t_scored = time.time()
+            if sharded:  # the sampler's copy is gathered again for the next rollouts: its memory is training's meanwhile
+                sampler.update_weights(None)
+                replica.release()
 
             # 4. PPO epochs over shuffled minibatches
             value_lr = lr * cfg.value_lr / cfg.lr

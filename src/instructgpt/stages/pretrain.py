@@ -102,8 +102,8 @@ def run(cfg: PretrainConfig) -> Path:
     from ..data.corpus import PackedBatches, tokenize_corpus, unigram_entropy
     from ..evaluation import heldout_lm_loss
     from ..adapters import add_lora, check_quantization, quantization_kwargs
-    from ..sharding import Replica, choose, full_state, shard
-    from ..models import autocast_dtype, build_llama, count_parameters, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
+    from ..sharding import Replica, choose, full_state, load_device, shard
+    from ..models import autocast_dtype, build_llama, count_parameters, llama_config, load_causal_lm, resize_for_tokenizer, save_model, enable_residual_dropout
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, all_reduce_mean, lm_loss, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
 
@@ -132,9 +132,11 @@ def run(cfg: PretrainConfig) -> Path:
         if len(val_tokens) < cfg.seq_len + 1:
             val_tokens = train_tokens[-(cfg.seq_len * cfg.eval_batches * cfg.batch_size + 1):]
 
+        d.sharding = choose(cfg.sharding, d, [(cfg.model or llama_config(tok, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads,
+                                                                          cfg.d_ff, cfg.seq_len), True)])
         if cfg.model:  # continued pretraining, with adapters when asked
             check_quantization(cfg, d.device)
-            model = load_causal_lm(cfg.model, d.device, quantization=quantization_kwargs(cfg))
+            model = load_causal_lm(cfg.model, load_device(d), quantization=quantization_kwargs(cfg))
             vocab = model.get_input_embeddings().weight.shape[0]
             resize_for_tokenizer(model, tok)
             grown = model.get_input_embeddings().weight.shape[0] > vocab
@@ -144,11 +146,10 @@ def run(cfg: PretrainConfig) -> Path:
         else:
             model = build_llama(tok, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.d_ff, cfg.seq_len, seed=cfg.seed)
         enable_residual_dropout(model, cfg.dropout)
-        if not cfg.load_in_4bit:
+        if not cfg.load_in_4bit and d.sharding != "fsdp":  # sharding moves each unit's shard to the device
             model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
-        d.sharding = choose(cfg.sharding, d, [(model, True)])
         shard(model, d, autocast)
         replica = Replica(model, model, d, everywhere=False)  # the main process samples from full weights
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))

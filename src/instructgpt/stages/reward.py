@@ -445,6 +445,7 @@ def run(cfg: RewardConfig) -> Path:
         world = label_stage.load_world(paths["world"]) if paths["world"] is not None else None
         tok = load_tokenizer(paths["model"])
         check_quantization(cfg, d.device)
+        d.sharding = choose(cfg.sharding, d, [(paths["model"], True)])
         model = build_reward_model(paths["model"], tok, cfg.seed, cfg, d.device)
         max_len = cfg.max_len or int(getattr(model.config, "max_position_embeddings", 0) or 0)
         encode = Encoder(tok, max_len)
@@ -459,14 +460,13 @@ def run(cfg: RewardConfig) -> Path:
         barrier(d)
 
         enable_residual_dropout(model, cfg.dropout)
-        if not cfg.load_in_4bit:
+        if not cfg.load_in_4bit and d.sharding != "fsdp":  # sharding moves each unit's shard to the device
             model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
         root = reward_forward(model)
-        d.sharding = choose(cfg.sharding, d, [(model, True)])
         shard(root, d, autocast)
-        replica = Replica(model, root, d, prefix="rm.", everywhere=False)  # full weights for the main process's evaluations
+        replica = Replica(model, root, d, prefix="rm.", everywhere=False, keep_state=True)  # full weights for the main process's evaluations
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
         steps = ComparisonSteps(len(examples), cfg, d)
         total_steps = steps.total

@@ -281,7 +281,7 @@ def mean_reward(model: Any, tok: Any, reward_model: Any, records: list[dict], ma
 def run(cfg: SFTConfig) -> Path:
     from ..data.corpus import PackedBatches, tokenize_corpus
     from ..adapters import add_lora, check_quantization, quantization_kwargs
-    from ..sharding import Replica, choose, full_state, shard
+    from ..sharding import Replica, choose, full_state, load_device, shard
     from ..models import autocast_dtype, count_parameters, enable_residual_dropout, load_causal_lm, resize_for_tokenizer, save_model
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
@@ -306,7 +306,8 @@ def run(cfg: SFTConfig) -> Path:
         train_recs, val_recs = read_data(cfg, paths["data"])
         tok = load_tokenizer(paths["model"])
         check_quantization(cfg, d.device)
-        model = load_causal_lm(paths["model"], d.device, quantization=quantization_kwargs(cfg))
+        d.sharding = choose(cfg.sharding, d, [(paths["model"], True)])
+        model = load_causal_lm(paths["model"], load_device(d), quantization=quantization_kwargs(cfg))
         vocab = model.get_input_embeddings().weight.shape[0]
         resize_for_tokenizer(model, tok)
         grown = model.get_input_embeddings().weight.shape[0] > vocab  # new tokens (pad, chat roles) must learn their embeddings
@@ -341,14 +342,13 @@ def run(cfg: SFTConfig) -> Path:
 
         adapter_base = str(paths["model"]) if cfg.save_adapter else ""
         enable_residual_dropout(model, cfg.dropout)
-        if not cfg.load_in_4bit:  # a 4-bit model is placed as it loads
+        if not cfg.load_in_4bit and d.sharding != "fsdp":  # a 4-bit model is placed as it loads, a sharded one as it shards
             model.to(d.device)
         model.train()
         autocast = autocast_dtype(d.device, cfg.precision)
         loss_fn = _token_loss_module(model)
-        d.sharding = choose(cfg.sharding, d, [(model, True)])
         shard(loss_fn, d, autocast)  # the loss module is what every training and validation forward calls
-        replica = Replica(model, loss_fn, d, prefix="lm.", everywhere=False)  # full weights for the main process's samples
+        replica = Replica(model, loss_fn, d, prefix="lm.", everywhere=False, keep_state=True)  # full weights for the main process's samples
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2))
 
         # ---- the whole schedule up front: micro-batches of every epoch, grouped into optimiser steps
