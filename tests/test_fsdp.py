@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import run_torchrun
 from test_ddp_stages import _comparison_files, ppo_prompts, ppo_rm_dir  # noqa: F401 (fixtures)
+from test_ppo import prompts_file  # noqa: F401 (fixture)
 from test_pretrain import TINY
 from test_sft import _demos
 
@@ -175,3 +176,23 @@ def test_the_documented_gpu_configs_are_valid_for_every_stage_they_set(name):
             assert getattr(cfg, key) == value, (stage, key)
         if name.startswith("eight"):
             assert cfg.sharding == "fsdp" and cfg.gradient_checkpointing
+
+
+def test_dry_run_under_sharding_divides_the_state_and_counts_the_samplers_copy(tiny_model_dir, prompts_file, monkeypatch, capsys):
+    from instructgpt.config import build_config
+    from instructgpt.memory import estimate
+    from instructgpt.stages import ppo
+    from instructgpt.stages.ppo import PPOConfig
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    for sharding in ("ddp", "fsdp"):
+        cfg = build_config(PPOConfig, preset="tiny", overrides=dict(policy=str(tiny_model_dir), reward_model=str(tiny_model_dir),
+                                                                   prompts=str(prompts_file), out="/nonexistent/ppo", dry_run=True, ptx_coef=0.0,
+                                                                   sharding=sharding))
+        ppo.run(cfg)
+    ddp, fsdp = capsys.readouterr().out.split("igpt ppo")[1:]
+    assert "2 processes, ddp" in ddp and "2 processes, fsdp" in fsdp and "replica" in fsdp and "replica" not in ddp
+    one = estimate([("policy", str(tiny_model_dir), True, False)], 64, 64, False, 2, "ddp")[0]
+    two = estimate([("policy", str(tiny_model_dir), True, False)], 64, 64, False, 2, "fsdp")[0]
+    assert two.weights == one.weights / 2 and two.optimizer == one.optimizer / 2 and two.activations == one.activations

@@ -181,7 +181,7 @@ def test_config_file_flags_and_presets(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--corpus", "missing.txt"], "corpus not found: missing.txt"),
+        (["--corpus", "missing.txt"], "missing.txt: corpus not found"),
         (["--lr", "abc"], "--lr must be float"),
         (["--max-steps", "0"], "--max-steps: must be >= 1, got 0"),
         (["--nonsense", "1"], "unrecognized arguments: --nonsense"),

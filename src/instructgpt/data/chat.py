@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import UserError
-from ..textio import jsonl_objects
 
 FORMATS = ("auto", "chat", "prompt_response", "alpaca")
 ROLES = ("system", "user", "assistant")
@@ -128,41 +127,37 @@ def detect_format(obj: dict, where: str = "record") -> str:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_demonstrations(path: str | Path, fmt: str = "auto") -> list[dict]:
-    """Read a JSONL demonstrations file into records ``{"id", "messages", "source"}`` (source is ``file:line``)."""
+def read_demonstrations(path: str | Path, fmt: str = "auto", columns: dict | None = None) -> list[dict]:
+    """Demonstrations from any ``sources`` source (a JSONL, JSON, parquet or arrow file, a folder of them, a saved
+    dataset or a dataset id) as records ``{"id", "messages", "source"}`` (source: where the record was, ``file:line``)."""
+    from .sources import records
+
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    p = Path(path)
     rows = []
-    for i, obj in jsonl_objects(p, "demonstrations file"):
-        msgs = record_to_messages(obj, fmt, where=f"{p}:{i}")
-        rid = obj.get("id") if isinstance(obj.get("id"), (str, int)) else f"{p.name}:{i}"
-        rows.append({"id": str(rid), "messages": msgs, "source": f"{p}:{i}"})
+    for where, obj in records(path, "demonstrations file", columns):
+        msgs = record_to_messages(obj, fmt, where=where)
+        rid = obj.get("id") if isinstance(obj.get("id"), (str, int)) else where.rsplit("/", 1)[-1]
+        rows.append({"id": str(rid), "messages": msgs, "source": where})
     if not rows:
-        raise UserError(f"{p}: holds no demonstrations")
+        raise UserError(f"{path}: holds no demonstrations")
     return rows
 
 
-def load_demonstrations(source: str | Path, fmt: str = "auto", world_split: str = "sft") -> list[dict]:
-    """Demonstrations from a JSONL file, a folder of JSONL files, or a built-in world folder (its ``world_split`` split)."""
+def load_demonstrations(source: str | Path, fmt: str = "auto", world_split: str = "sft", columns: dict | None = None) -> list[dict]:
+    """Demonstrations from a built-in world folder (its ``world_split`` split) or any other source
+    (``read_demonstrations``)."""
     p = Path(str(source))
-    if not p.exists():
-        raise UserError(f"demonstrations not found: {p}")
-    if p.is_dir():
-        if (p / "world.json").is_file():
-            from ..world import World
+    if p.is_dir() and (p / "world.json").is_file():
+        from ..world import World
 
-            recs = World.load(p).demonstrations(world_split)
-            out = [{"id": str(r["id"]), "messages": check_messages(r["messages"], f"{p} demonstration {r['id']}"), "source": f"{p}#{r['id']}"}
-                   for r in recs]
-            if not out:
-                raise UserError(f"{p}: the world holds no '{world_split}' demonstrations")
-            return out
-        files = sorted(p.glob("*.jsonl"))
-        if not files:
-            raise UserError(f"{p}: folder holds no .jsonl files (or world.json)")
-        return [r for f in files for r in read_demonstrations(f, fmt)]
-    return read_demonstrations(p, fmt)
+        recs = World.load(p).demonstrations(world_split)
+        out = [{"id": str(r["id"]), "messages": check_messages(r["messages"], f"{p} demonstration {r['id']}"), "source": f"{p}#{r['id']}"}
+               for r in recs]
+        if not out:
+            raise UserError(f"{p}: the world holds no '{world_split}' demonstrations")
+        return out
+    return read_demonstrations(source, fmt, columns)
 
 
 def prompt_key(messages: list[dict]) -> str:

@@ -1,7 +1,8 @@
 """Pretraining corpora: read documents, tokenise once into a memory-mapped cache, pack into fixed-length sequences.
 
-Sources: a ``.txt`` file (documents separated by blank lines), a ``.jsonl`` file (field ``text``), a folder of such files,
-a built-in world folder (its ``corpus.jsonl``), or ``hf:NAME[:split]`` for a Hugging Face dataset when the network allows.
+Sources: a ``.txt`` file (documents separated by blank lines), records with a ``text`` field from any ``sources``
+source (a JSONL, JSON, parquet or arrow file, a dataset saved with ``save_to_disk``, a dataset id ``name[:config][[split]]``),
+a folder of such files, or a built-in world folder (its ``corpus.jsonl``); ``hf:NAME[:split]`` streams a dataset from the hub.
 Documents are joined with EOS between them. The train/validation split is by document, decided by a hash of its text,
 so it is deterministic and does not depend on the order of the files.
 """
@@ -16,15 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import UserError, data_error
-from ..textio import jsonl_objects, text_lines
-
-
-def _read_jsonl_texts(path: Path, field: str = "text") -> Iterator[str]:
-    for i, obj in jsonl_objects(path, "corpus file"):
-        if not isinstance(obj.get(field), str):
-            raise data_error(path, i, f"expected an object with a string field '{field}'")
-        yield obj[field]
+from ..errors import UserError
+from ..textio import text_lines
 
 
 def _read_txt(path: Path) -> Iterator[str]:
@@ -41,31 +35,33 @@ def _read_txt(path: Path) -> Iterator[str]:
 
 def iter_documents(source: str | Path, world_split: str = "train") -> Iterator[str]:
     """Yield the documents of a corpus source (see the module docstring)."""
+    from .sources import records, resolve
+
     s = str(source)
-    if s.startswith("hf:"):
+    if s.startswith("hf:"):  # the older spelling of a dataset id, streamed
         yield from _hf_documents(s[3:])
         return
     p = Path(s)
-    if not p.exists():
-        raise UserError(f"corpus not found: {p}")
-    if p.is_dir():
-        if (p / "world.json").is_file():
-            from ..world import World
+    if p.is_dir() and (p / "world.json").is_file():
+        from ..world import World
 
-            yield from World.load(p).corpus(world_split)
-            return
-        files = sorted(x for x in p.rglob("*") if x.suffix in (".txt", ".jsonl"))
+        yield from World.load(p).corpus(world_split)
+        return
+    if p.is_file() and p.suffix == ".txt":
+        yield from _read_txt(p)
+        return
+    if p.is_dir() and resolve(p, "corpus").kind == "folder":
+        files = sorted(x for x in p.rglob("*") if x.suffix in (".txt", ".jsonl", ".json", ".parquet", ".arrow"))
         if not files:
-            raise UserError(f"{p}: folder holds no .txt or .jsonl files")
+            raise UserError(f"{p}: folder holds no .txt, .jsonl, .json, .parquet or .arrow files")
         for f in files:
             yield from iter_documents(f)
         return
-    if p.suffix == ".jsonl":
-        yield from _read_jsonl_texts(p)
-    elif p.suffix == ".txt":
-        yield from _read_txt(p)
-    else:
-        raise UserError(f"{p}: corpus files must be .txt or .jsonl (or a folder, a world folder, or hf:NAME)")
+    for where, obj in records(source, "corpus"):
+        text = obj.get("text") if isinstance(obj, dict) else None
+        if not isinstance(text, str):
+            raise UserError(f"{where}: expected an object with a string field 'text'")
+        yield text
 
 
 def _hf_documents(spec: str) -> Iterator[str]:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..textio import jsonl_objects
 from ..errors import UserError
 
 HELDOUT_SPLIT = "rm-heldout"  # comparisons stored with this split are for evaluation only; the reward model never trains on them
@@ -286,15 +285,17 @@ def _parse_pairwise(obj: dict, where: str, skips: SkipReport, empty: str) -> Com
     return _finish(c, where, skips)
 
 
-def read_comparisons(path: str | Path, empty: str = "skip", skips: SkipReport | None = None) -> list[Comparison]:
-    """Read a ranked / pairwise / HH JSONL (or .jsonl.gz) file; malformed lines raise ``UserError`` with file:line."""
+def read_comparisons(path: str | Path, empty: str = "skip", skips: SkipReport | None = None,
+                     columns: dict | None = None) -> list[Comparison]:
+    """Read ranked / pairwise / HH comparisons from any ``sources`` source (JSONL, JSON, parquet or arrow files, folders
+    of them, saved datasets, dataset ids); a malformed record raises ``UserError`` naming where it is (file:line)."""
+    from .sources import records
+
     if empty not in EMPTY_POLICIES:
         raise UserError(f"--empty-responses: must be one of {', '.join(EMPTY_POLICIES)}, got '{empty}'")
-    path = Path(path)
     skips = skips if skips is not None else SkipReport()
     out: list[Comparison] = []
-    for i, obj in jsonl_objects(path, "comparison file"):
-        where = f"{path}:{i}"
+    for where, obj in records(path, "comparison file", columns):
         c = parse_line(obj, where, skips, empty)
         if c is not None:
             out.append(c)
@@ -330,14 +331,15 @@ def read_store(path: str | Path, skips: SkipReport | None = None) -> list[Compar
     return out
 
 
-def read_sources(paths: list[str], empty: str = "skip", skips: SkipReport | None = None) -> list[Comparison]:
-    """Comparisons from several files and/or ``.sqlite`` stores, in order."""
+def read_sources(paths: list[str], empty: str = "skip", skips: SkipReport | None = None,
+                 columns: dict | None = None) -> list[Comparison]:
+    """Comparisons from several sources and/or ``.sqlite`` stores, in order."""
     out: list[Comparison] = []
     for p in paths:
         if str(p).endswith((".sqlite", ".db", ".sqlite3")):
             out += read_store(p, skips)
         else:
-            out += read_comparisons(p, empty, skips)
+            out += read_comparisons(p, empty, skips, columns)
     return out
 
 
@@ -393,12 +395,12 @@ def shuffle_into_pairs(comparisons: list[Comparison]) -> list[Comparison]:
 
 # ---------------------------------------------------------------------------------------------- demonstrations
 def read_demonstrations(path: str | Path) -> list[tuple[Any, str]]:
-    """(prompt, response) pairs from a demonstrations JSONL: chat ``messages`` (the last assistant turn is the response),
-    ``prompt``/``response``, or ``instruction``/``input``/``output``."""
-    path = Path(path)
+    """(prompt, response) pairs from demonstrations (any ``sources`` source): chat ``messages`` (the last assistant turn
+    is the response), ``prompt``/``response``, or ``instruction``/``input``/``output``."""
+    from .sources import records
+
     out = []
-    for i, obj in jsonl_objects(path, "comparison file"):
-        where = f"{path}:{i}"
+    for where, obj in records(path, "demonstrations file"):
         pr = demonstration_pair(obj, where)
         if pr is not None:
             out.append(pr)

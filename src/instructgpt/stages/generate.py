@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..config import StageConfig, field
-from ..errors import UserError, data_error
+from ..errors import UserError
 
 
 @dataclasses.dataclass
@@ -32,20 +32,23 @@ class GenerateConfig(StageConfig):
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
 
 
-def read_prompts(path: str) -> list[dict]:
+def read_prompts(path: str, columns: dict | None = None) -> list[dict]:
+    """Prompts ``{"prompt": text}`` or ``{"messages": [...]}`` (ending with the user's turn) from any ``sources``
+    source: a JSONL, JSON, parquet or arrow file, a folder of them, a saved dataset or a dataset id."""
     from ..data.chat import check_messages
-    from ..textio import jsonl_objects
+    from ..data.sources import records
 
-    p = Path(path)
     rows = []
-    for i, obj in jsonl_objects(p, "prompts file"):
+    for where, obj in records(path, "prompts file", columns):
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: expected a JSON object")
         if isinstance(obj.get("messages"), list):
-            obj = {**obj, "messages": check_messages(obj["messages"], f"{p}:{i}", end="user")}
+            obj = {**obj, "messages": check_messages(obj["messages"], where, end="user")}
         elif not isinstance(obj.get("prompt"), str):
-            raise data_error(p, i, "expected {\"prompt\": text} or {\"messages\": [...]}")
+            raise UserError(f"{where}: expected {{\"prompt\": text}} or {{\"messages\": [...]}}")
         rows.append(obj)
     if not rows:
-        raise UserError(f"{p}: holds no prompts")
+        raise UserError(f"{path}: holds no prompts")
     return rows
 
 

@@ -68,7 +68,8 @@ class PPOConfig(TrainConfig):
     reward_model: str = field("", "reward-model folder (default: <run>/rm)")
     value_model: str = field("", "initialise the value model from this folder (default: the reward model)")
     value_head_on_policy: bool = field(False, "use a value head on the policy's trunk instead of a separate value model (less memory)")
-    prompts: str = field("", "JSONL of training prompts, {\"prompt\": text} or {\"messages\": [...]} (default: the world's PPO split)")
+    prompts: str = field("", "training prompts, {\"prompt\": text} or {\"messages\": [...]}: a JSONL / JSON / parquet / arrow file, a folder of them, a dataset saved with save_to_disk, or a dataset id (name[:config][[split]]) (default: the world's PPO split)")
+    columns: str = field("", "read the prompts' fields under other column names: NAME=COLUMN (for example prompt=question)")
     world: str = field("", "built-in world folder, for prompts and the gold judge (default: <run>/world when present)")
     ptx_corpus: str = field("", "pretraining corpus for PPO-ptx and the held-out pretraining loss (default: <run>/world)")
     out: str = field("", "output folder (default: <run>/ppo, or <run>/ppo-ptx when the ptx coefficient is > 0)")
@@ -182,7 +183,9 @@ def load_prompt_records(cfg: PPOConfig, world: Any) -> list[dict]:
     if cfg.prompts:
         from .generate import read_prompts
 
-        rows = read_prompts(cfg.prompts)
+        from ..data.sources import parse_columns
+
+        rows = read_prompts(cfg.prompts, parse_columns(cfg.columns))
         records = [{"id": r.get("id", i), "prompt": r["messages"] if isinstance(r.get("messages"), list) else r["prompt"]}
                    for i, r in enumerate(rows)]
     else:

@@ -112,7 +112,6 @@ def run(cfg: PretrainConfig) -> Path:
     out: Path = paths["out"]
     if cfg.dry_run:
         from ..memory import dry_run
-        from ..models import llama_config
 
         source = cfg.model or llama_config(load_tokenizer(paths["tokenizer"]), cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads,
                                            cfg.d_ff, cfg.seq_len)

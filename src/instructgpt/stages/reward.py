@@ -34,8 +34,10 @@ PAPER = {"accuracy_train_labelers": 0.724, "accuracy_heldout_labelers": 0.696, "
 class ComparisonsConfig(TrainConfig):
     """What every trainer on comparisons reads (the reward model, DPO): the comparisons and their held-out split."""
 
-    data: list[str] = field([], "comparisons: ranked / pairwise / HH JSONL(.gz) files or a comparisons.sqlite "
+    data: list[str] = field([], "comparisons, ranked (K-way), pairwise (prompt/chosen/rejected, as strings or chat messages: TRL's "
+                                "and UltraFeedback's) or HH dialogues: each a JSONL / JSON / parquet / arrow file, a folder of them, a dataset saved with save_to_disk, or a dataset id (name[:config][[split]]), or a comparisons.sqlite "
                                 "(default: <run>/comparisons/comparisons.sqlite)")
+    columns: str = field("", "read these fields under other column names: NAME=COLUMN,... (for example chosen=pos,rejected=neg)")
     eval_data: list[str] = field([], "held-out comparisons for accuracy (default: the store's held-out split, else --val-fraction of --data)")
     max_len: int = field(0, "longest (prompt + response) in tokens; longer ones keep their end (0 = the model's context)", ge=0)
     group_pairs: bool = field(True, "merge pairwise lines of the same prompt and labeler into one batch element")
@@ -139,13 +141,15 @@ def load_data(cfg: RewardConfig, data: list[str]) -> tuple[list, list, Any]:
     import hashlib
 
     from ..data.preferences import SkipReport, group_pairwise, prompt_key, read_sources
+    from ..data.sources import parse_columns
 
     skips = SkipReport()
-    comps = read_sources(data, cfg.empty_responses, skips)
+    columns = parse_columns(cfg.columns)
+    comps = read_sources(data, cfg.empty_responses, skips, columns)
     train = [c for c in comps if not c.heldout]
     held = [c for c in comps if c.heldout]
     if cfg.eval_data:
-        extra = read_sources(list(cfg.eval_data), cfg.empty_responses, skips)
+        extra = read_sources(list(cfg.eval_data), cfg.empty_responses, skips, columns)
         for c in extra:
             c.heldout = True
         held += extra

@@ -42,8 +42,10 @@ class SFTConfig(TrainConfig):
 
     run: str = field("", "run directory: reads <run>/pretrain and <run>/world, writes <run>/sft")
     model: str = field("", "model to fine-tune: folder or hub id (empty: <run>/pretrain)")
-    data: str = field("", "demonstrations: a JSONL file, a folder of them, or a world folder (empty: <run>/world)")
-    format: str = field("auto", "demonstration format: auto (per line), chat, prompt_response or alpaca", choices=FORMATS)
+    data: str = field("", "demonstrations (chat messages, ShareGPT, prompt/response or Alpaca records): a JSONL / JSON / parquet / arrow file, a folder of them, a dataset saved with save_to_disk, or a dataset id (name[:config][[split]]); or a world "
+                          "folder (empty: <run>/world)")
+    format: str = field("auto", "demonstration format: auto (per record), chat, prompt_response or alpaca", choices=FORMATS)
+    columns: str = field("", "read these fields under other column names: NAME=COLUMN,... (for example instruction=question,output=answer)")
     val_data: str = field("", "validation demonstrations (empty: hold out --val-fraction of --data, chosen by a hash of the prompt)")
     val_fraction: float = field(0.05, "share of demonstrations held out for validation when there is no --val-data", ge=0.0, le=0.5)
     max_examples: int = field(0, "use at most this many training demonstrations (0 = all)", ge=0)
@@ -97,10 +99,12 @@ def validate(cfg: SFTConfig) -> None:
 def read_data(cfg: SFTConfig, data: str) -> tuple[list[dict], list[dict]]:
     """Read and check the demonstrations and split them into (train, validation) records."""
     from ..data.chat import is_validation, load_demonstrations
+    from ..data.sources import parse_columns
 
-    records = load_demonstrations(data, cfg.format, world_split="sft")
+    columns = parse_columns(cfg.columns)
+    records = load_demonstrations(data, cfg.format, world_split="sft", columns=columns)
     if cfg.val_data:
-        train_recs, val_recs = records, load_demonstrations(cfg.val_data, cfg.format, world_split="sft")
+        train_recs, val_recs = records, load_demonstrations(cfg.val_data, cfg.format, world_split="sft", columns=columns)
     else:
         train_recs = [r for r in records if not is_validation(r["messages"], cfg.val_fraction)]
         val_recs = [r for r in records if is_validation(r["messages"], cfg.val_fraction)]
