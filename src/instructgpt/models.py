@@ -95,13 +95,22 @@ def check_model_ref(path: str | Path, what: str = "model") -> None:
         raise UserError(f"cannot load {what} from {path}: no such folder")
 
 
-def load_pretrained(auto_class: Any, path: str | Path, what: str = "model", **kwargs: Any) -> Any:
+def load_pretrained(auto_class: Any, path: str | Path, what: str = "model", device: Any = None, **kwargs: Any) -> Any:
     """``auto_class.from_pretrained(path, **kwargs)``, with every way a folder can be broken (missing, incomplete, a
-    truncated or garbage weights file, a config that does not parse) turned into one line naming the folder or file."""
+    truncated or garbage weights file, a config that does not parse) turned into one line naming the folder or file.
+    ``device`` "meta": the model's structure only, from its config, no weight read (a sharded run's other processes,
+    which receive their shards from the main one: ``sharding.shard``)."""
     from safetensors import SafetensorError
 
     check_model_ref(path, what)
     try:
+        if device is not None and str(device) == "meta":
+            import torch
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(str(path), **{k: v for k, v in kwargs.items() if k == "num_labels"})
+            with torch.device("meta"):
+                return auto_class.from_config(config)
         return auto_class.from_pretrained(str(path), **kwargs)
     except SafetensorError as e:
         files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
@@ -120,8 +129,8 @@ def load_causal_lm(path: str | Path, device: Any = None, dtype: Any = None, quan
     kwargs: dict = {"dtype": dtype} if dtype else {}
     if quantization:
         return load_pretrained(AutoModelForCausalLM, path, **kwargs, **quantization, device_map={"": device})
-    model = load_pretrained(AutoModelForCausalLM, path, **kwargs)
-    if device is not None:
+    model = load_pretrained(AutoModelForCausalLM, path, device=device, **kwargs)
+    if device is not None and str(device) != "meta":
         model.to(device)
     return model
 

@@ -119,10 +119,10 @@ def load_sequence_classifier(path: str, device: Any) -> Any:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a causal-LM folder loads with a fresh head: expected, not worth a warning
     try:
-        model = load_pretrained(AutoModelForSequenceClassification, path, "a reward/value model", num_labels=1)
+        model = load_pretrained(AutoModelForSequenceClassification, path, "a reward/value model", device=device, num_labels=1)
     finally:
         hf_logging.set_verbosity(verbosity)
-    return model.to(device)
+    return model if str(device) == "meta" else model.to(device)
 
 
 def no_dropout(model: Any) -> Any:

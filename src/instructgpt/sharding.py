@@ -46,11 +46,15 @@ def choose(requested: str, d: Any, models: list[tuple[Any, bool]]) -> str:
 
 
 def load_device(d: Any) -> Any:
-    """Where a stage loads its models: the CPU when they will be sharded (``fully_shard`` moves each unit's shard to the
-    GPU, so a model larger than one GPU never lands on one whole), else the stage's device."""
+    """Where a stage loads its models. Sharded: the main process reads them into host memory and the others build
+    their structure only, on the "meta" device (``shard`` then sends each process its shards from the main one, and
+    ``fully_shard`` moves each unit's shard to the GPU, so a model larger than one GPU never lands on one whole).
+    Otherwise the stage's device."""
     import torch
 
-    return torch.device("cpu") if getattr(d, "sharding", "none") == "fsdp" else d.device
+    if getattr(d, "sharding", "none") != "fsdp":
+        return d.device
+    return torch.device("cpu") if d.is_main else torch.device("meta")
 
 
 def pick(replicated_bytes: float, d: Any) -> str:
@@ -83,19 +87,31 @@ def _mesh(d: Any) -> Any:
 
 def shard(root: Any, d: Any, autocast: Any = None) -> Any:
     """Shard ``root`` in place when the run is sharded: each decoder layer inside it a unit, the root the last one (its
-    remaining weights: embeddings, norms, output layer, heads). On CUDA with bf16 autocast the gathered weights are
-    bf16 and gradients are reduced in fp32. Returns ``root``."""
+    remaining weights: embeddings, norms, output layer, heads). The weights come from the main process, which read them
+    (``load_device``): each process receives only its shards. On CUDA with bf16 autocast the gathered weights are bf16
+    and gradients are reduced in fp32. Returns ``root``."""
     if getattr(d, "sharding", "none") != "fsdp" or root is None:
         return root
     import torch
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from transformers.modeling_layers import GradientCheckpointingLayer
 
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
     mesh = _mesh(d)
     mp = MixedPrecisionPolicy(param_dtype=autocast, reduce_dtype=torch.float32) if autocast is not None else MixedPrecisionPolicy()
+    full = root.state_dict() if d.is_main else {}  # the weights the main process read; the others hold none
     for layer in [m for m in root.modules() if isinstance(m, GradientCheckpointingLayer)]:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(root, mesh=mesh, mp_policy=mp)
+    if not d.is_main:
+        root.to_empty(device=d.device)
+    set_model_state_dict(root, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    with torch.no_grad():
+        for _, buf in sorted(root.named_buffers(), key=lambda nb: nb[0]):  # rotary frequencies and the like
+            dist.broadcast(buf, src=0)
+    del full
     return root
 
 

@@ -205,6 +205,7 @@ def build_reward_model(backbone: str, tok: Any, seed: int, cfg: Any = None, devi
 
     quantization = quantization_kwargs(cfg)
     model = load_pretrained(AutoModelForSequenceClassification, backbone, "the backbone", num_labels=1,
+                            device=device if str(device) == "meta" else None,
                             **({**quantization, "device_map": {"": device}} if quantization else {}))
     vocab = model.get_input_embeddings().weight.shape[0]
     if len(tok) > vocab:
@@ -428,7 +429,7 @@ def demonstration_pairs(cfg: RewardConfig, world: Any, train: list[Any]) -> tupl
 def run(cfg: RewardConfig) -> Path:
     from ..adapters import check_quantization
     from ..data.preferences import shuffle_into_pairs
-    from ..sharding import Replica, choose, shard
+    from ..sharding import Replica, choose, load_device, shard
     from ..models import autocast_dtype, enable_residual_dropout, save_model
     from ..reward_model import STATS_FILE, collate, ranking_loss
     from ..tokenizer import load_tokenizer
@@ -450,7 +451,7 @@ def run(cfg: RewardConfig) -> Path:
         tok = load_tokenizer(paths["model"])
         check_quantization(cfg, d.device)
         d.sharding = choose(cfg.sharding, d, [(paths["model"], True)])
-        model = build_reward_model(paths["model"], tok, cfg.seed, cfg, d.device)
+        model = build_reward_model(paths["model"], tok, cfg.seed, cfg, load_device(d) if d.sharding == "fsdp" else d.device)
         max_len = cfg.max_len or int(getattr(model.config, "max_position_embeddings", 0) or 0)
         encode = Encoder(tok, max_len)
         # InstructGPT: one batch element per prompt with all its pairs; the ablation: every pair on its own
