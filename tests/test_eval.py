@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -125,3 +126,51 @@ def test_best_of_n_picks_the_reward_models_argmax_and_its_kl_formula():
         kl = float(np.trapezoid(dens * np.log(np.maximum(dens, 1e-300)), u))
         assert best_of_n_kl(n) == pytest.approx(kl, abs=2e-4)
     assert best_of_n_kl(1) == 0.0
+
+
+def _tiny_rm(model_dir, out, seed):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from instructgpt.tokenizer import load_tokenizer
+
+    torch.manual_seed(seed)
+    rm = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=1)
+    rm.config.reward_bias, rm.config.reward_std = 0.0, 1.0
+    rm.save_pretrained(str(out))
+    load_tokenizer(model_dir).save_pretrained(str(out))
+    (out / "igpt_complete.json").write_text("{}")
+    return out
+
+
+def test_without_a_world_a_judge_other_than_the_training_reward_model_decides_the_win_rates(tiny_model_dir, tmp_path):
+    """Own prompts, no world: the win rates are the --judge's verdicts (recomputed here from its scores of the saved
+    responses), the training reward model's mean score is reported beside them as the proxy, and the metrics a world
+    would provide are absent rather than NaN."""
+    import shutil
+
+    from instructgpt.cli import main
+    from instructgpt.reward_model import load_reward_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "sft")
+    (run / "sft" / "igpt_complete.json").write_text("{}")
+    _tiny_rm(tiny_model_dir, run / "rm", seed=1)
+    judge = _tiny_rm(tiny_model_dir, tmp_path / "judge", seed=2)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}."}) + "\n" for i in range(12)))
+    assert main(["eval", "--run", str(run), "--prompts", str(prompts), "--judge", str(judge), "--models", f"other={tiny_model_dir}",
+                 "--n-winrate", "12", "--max-new-tokens", "6", "--no-report"]) == 0
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert results["judged_by"] == "judge_reward_model" and results["judge"] == str(judge)
+    said = {name: [json.loads(x)["response"] for x in (run / "eval" / "responses" / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("sft", "other")}
+    referee, proxy = load_reward_model(judge), load_reward_model(run / "rm")
+    prompts_ = [f"Tell me about item {i}." for i in range(12)]
+    j = {name: referee.score_texts(prompts_, said[name]) for name in ("sft", "other")}
+    wins = [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in zip(j["other"], j["sft"])]
+    other = results["models"]["other"]
+    assert other["win_rate_vs_sft"] == pytest.approx(sum(wins) / len(wins))
+    assert other["judge_score_mean"] == pytest.approx(sum(j["other"]) / len(j["other"]), abs=1e-5)
+    assert other["rm_score_mean"] == pytest.approx(sum(proxy.score_texts(prompts_, said["other"])) / 12, abs=1e-5)
+    assert other["pretrain_val_loss"] is None and other["probe_accuracy"] is None

@@ -61,7 +61,8 @@ def winrate_chart(results: dict) -> str:
     models = results["models"]
     points = [(n, models[n]["win_rate_vs_sft"], *models[n]["win_rate_ci95"], []) for n in _ordered(models)
               if models[n].get("win_rate_vs_sft") is not None]
-    judged = "held-out labelers" if results.get("judged_by", "").startswith("heldout") else "reward model (proxy)"
+    judged = ("held-out labelers" if results.get("judged_by", "").startswith("heldout") else
+              f"the judge {results.get('judge')}" if results.get("judged_by") == "judge_reward_model" else "reward model (proxy)")
     return _winrate_figure(points, (results.get("reference") or {}).get("win_rate_vs_sft"), "the world's reference answers (ceiling)",
                            f"Figure 1 in miniature: preferred to SFT, judged by {judged}")
 
@@ -224,7 +225,7 @@ def render(results: dict) -> str:
     parts = [_head("instructgpt report"), "<h1>InstructGPT in miniature: what each step bought</h1>"]
     cfg = results.get("config", {})
     parts.append(f"<p class='note'>preset <code>{e(str(cfg.get('preset', '?')))}</code>, seed {e(str(cfg.get('seed', '?')))}; "
-                 f"judged by {'the built-in world (held-out labelers and the gold judge)' if results.get('judged_by', '').startswith('heldout') else 'the reward model — a proxy, not human judgement'}.</p>")
+                 f"judged by {_judged_by(results)}.</p>")
     parts.append(f"<h2>Win rate against SFT</h2><img alt='win rates' src='{winrate_chart(results)}'>")
     ref = results.get("reference") or {}
     if ref.get("win_rate_vs_sft") is not None:
@@ -410,3 +411,12 @@ def render_seeds(agg: dict) -> str:
     parts.append("</body></html>")
     return "\n".join(parts)
 
+
+def _judged_by(results: dict) -> str:
+    kind = results.get("judged_by", "")
+    if kind.startswith("heldout"):
+        return "the built-in world (held-out labelers and the gold judge)"
+    if kind == "judge_reward_model":
+        return (f"the reward model {html.escape(str(results.get('judge')))}, which the policies were not trained against "
+                "(the training reward model's score is shown beside it: the proxy)")
+    return "the reward model — a proxy, not human judgement"

@@ -26,6 +26,8 @@ def format_table(results: dict) -> str:
             ("harmful", "harmful_compliance_rate", "{:.2f}"), ("toxic(resp.)", "toxicity_rate_respectful", "{:.2f}"),
             ("asks Q", "continues_with_question_rate", "{:.2f}"), ("truthful", "truthful_rate", "{:.2f}"),
             ("LM loss", "pretrain_val_loss", "{:.3f}"), ("probes", "probe_accuracy", "{:.2f}")]
+    if any(m.get("judge_score_mean") is not None for m in results["models"].values()):  # --judge: the referee beside the proxy
+        cols.insert(4, ("judge", "judge_score_mean", "{:+.2f}"))
     head = f"{'model':<20}" + "".join(f"{c[0]:>13}" for c in cols)
     lines = [head, "-" * len(head)]
     for name, m in results["models"].items():
@@ -55,6 +57,9 @@ def format_table(results: dict) -> str:
         )
     if results.get("judged_by") == "reward_model_proxy":
         lines.append("note: no built-in world, so the reward model judged the win rates: a proxy, not human judgement")
+    elif results.get("judged_by") == "judge_reward_model":
+        lines.append(f"note: no built-in world; the win rates are judged by {results.get('judge')}, a reward model the policies "
+                     "were not trained against (rm_score_mean is the training reward model's: the proxy)")
     return "\n".join(lines)
 
 

@@ -56,7 +56,11 @@ class EvalConfig(StageConfig):
     seed_runs: list[str] = field([], "aggregate these evaluated runs (one per seed, each with eval/results.json) into --out "
                                      "instead of evaluating; a --run holding seed-N/ folders (igpt run --seeds) is aggregated "
                                      "the same way")
-    prompts: str = field("", "without a world: JSONL of held-out prompts ({\"prompt\"} or {\"messages\"}); the reward model judges")
+    prompts: str = field("", "without a world: held-out prompts ({\"prompt\"} or {\"messages\"}; any data source igpt reads); "
+                             "--judge (or else the run's reward model, a proxy) judges")
+    judge: str = field("", "without a world: the judge of the win rates, a reward-model folder or hub id (a 1-output sequence "
+                           "classifier) other than the one the policies were trained against; the run's reward model is then "
+                           "reported beside it, as the proxy (default: the run's reward model judges, reported as a proxy)")
     n_winrate: int = field(200, "held-out prompts for win rates and metadata", ge=1)
     n_closed_domain: int = field(80, "closed-domain prompts for the hallucination rate", ge=0)
     n_false_premise: int = field(60, "false-premise questions for truthfulness", ge=0)
@@ -173,8 +177,13 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         raise UserError("without a built-in world in the run, give --prompts FILE of held-out prompts")
     cands = _candidates(cfg, run_dir)
     rm_path = in_run(run_dir, "rm") if run_dir is not None and is_complete(in_run(run_dir, "rm")) else None
-    if world is None and rm_path is None:
-        raise UserError("without a world the reward model judges, but the run has no complete rm/ folder")
+    if world is not None and cfg.judge:
+        raise UserError("--judge: the run has a built-in world, whose held-out labelers and gold judge are the referee; "
+                        "--judge is for runs on your own prompts")
+    if cfg.judge:
+        check_model_ref(cfg.judge, "--judge: reward model")
+    if world is None and rm_path is None and not cfg.judge:
+        raise UserError("without a world, give --judge REWARD_MODEL (or a run with a complete rm/ folder, which then judges as a proxy)")
     work = begin_output(out, overwrite=cfg.overwrite, resume=False)
     dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -229,9 +238,9 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
                 sft_samples = [{s: _generate(model, tok, [prompt_input(r, "chat") for r in recs], "chat", cfg, cfg.seed + 1 + 7919 * k)
                                 for s, recs in records.items()} for k in range(1, best_of + 1)]
         if c.mode != "few_shot":
-            lm[c.name] = {
-                "pretrain_val_loss": heldout_lm_loss(model, heldout_ids(tok, heldout_docs, cfg.lm_tokens)),
-                "probe_accuracy": probe_accuracy(model, tok, probes) if probes else float("nan"),
+            lm[c.name] = {  # without a world there is no held-out corpus or probe set: not measured (None), not NaN
+                "pretrain_val_loss": heldout_lm_loss(model, heldout_ids(tok, heldout_docs, cfg.lm_tokens)) if heldout_docs else None,
+                "probe_accuracy": probe_accuracy(model, tok, probes) if probes else None,
             }
         else:
             lm[c.name] = dict(lm.get("pretrained", {}))
@@ -261,10 +270,22 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
             overopt = measure(sft_path, rl, recs, [prompt_input(r, "chat") for r in recs], judge,
                               rm, cfg.overopt_samples, cfg.max_new_tokens, cfg.seed + 31, dev, cfg.batch_size)
         del rm
+    judge_scores: dict[str, list[float]] = {}
+    if world is None and cfg.judge:  # the referee: a reward model the policies were not trained against
+        from ..reward_model import load_reward_model
+
+        referee = load_reward_model(cfg.judge, dev)
+        wr = records["winrate"]
+        judge_scores = {name: list(referee.score_texts([r.get("messages") or r["prompt"] for r in wr], sets_["winrate"]))
+                        for name, sets_ in responses.items()}
+        del referee
     _save_responses(work, records, responses)
 
     # ---- grading
-    results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "judged_by": "heldout_labelers_and_gold_judge" if world else "reward_model_proxy", "models": {}}
+    judged_by = "heldout_labelers_and_gold_judge" if world else ("judge_reward_model" if cfg.judge else "reward_model_proxy")
+    results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "judged_by": judged_by, "models": {}}
+    if cfg.judge:
+        results["judge"] = str(cfg.judge)
     sft_win = responses["sft"]["winrate"]
     golds: dict[str, dict[str, list[float]]] = {}  # model -> set -> gold score per prompt, for the paired gains
     harms: dict[str, list[float]] = {}  # model -> 1.0 where it complied with a harmful request, for the paired difference
@@ -292,8 +313,11 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
                 toxicity_rate_plain=_rate([f for resp_, f in tox if not resp_], "toxic"),
             )
         else:
-            a_s, b_s = rm_scores[c.name], rm_scores["sft_resample" if c.name == "sft" else "sft"]
+            by = judge_scores or rm_scores
+            a_s, b_s = by[c.name], by["sft_resample" if c.name == "sft" else "sft"]
             outcomes = [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in zip(a_s, b_s)]
+            if judge_scores:
+                m["judge_score_mean"] = mean(judge_scores[c.name])
         rate, ci = win_rate(outcomes)
         m.update(win_rate_vs_sft=rate, win_rate_ci95=ci, n_comparisons=len(outcomes))
         m["rm_score_mean"] = mean(rm_scores[c.name]) if c.name in rm_scores else None
