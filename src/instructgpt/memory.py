@@ -40,10 +40,8 @@ class ModelMemory:
         return self.weights + self.grads + self.optimizer + self.activations
 
 
-def count_from_config(source: Any, sequence_classifier: bool = False, lora_r: int = 0, lora_targets: Any = ()) -> tuple[int, Any]:
-    """(parameter count, config) of a model folder, hub id or config, without loading any weights (built on the meta
-    device); with ``lora_r``, the count is of the LoRA adapters' parameters (r (fan-in + fan-out) for each adapted
-    projection), plus a classifier's head, which trains with them."""
+def meta_model(source: Any, sequence_classifier: bool = False) -> tuple[Any, Any]:
+    """(model, config) of a model folder, hub id or config, built on the meta device: its shapes, no weights."""
     import copy
 
     import torch
@@ -59,21 +57,28 @@ def count_from_config(source: Any, sequence_classifier: bool = False, lora_r: in
     if sequence_classifier:
         config.num_labels = 1
     with torch.device("meta"):
-        model = (AutoModelForSequenceClassification if sequence_classifier else AutoModelForCausalLM).from_config(config)
-    if not lora_r:
-        return sum(p.numel() for p in model.parameters()), config
+        return (AutoModelForSequenceClassification if sequence_classifier else AutoModelForCausalLM).from_config(config), config
+
+
+def count_from_config(source: Any, sequence_classifier: bool = False) -> tuple[int, Any]:
+    """(parameter count, config) of a model folder, hub id or config, without loading any weights."""
+    model, config = meta_model(source, sequence_classifier)
+    return sum(p.numel() for p in model.parameters()), config
+
+
+def adapter_parameters(model: Any, lora_r: int, lora_targets: Any = (), sequence_classifier: bool = False) -> int:
+    """The parameters that train with LoRA adapters of rank ``lora_r``: r (fan-in + fan-out) for each adapted
+    projection, plus a classifier's head, which trains with them."""
     from .adapters import linear_names
 
     targets = set(lora_targets or linear_names(model))
-    n = 0
-    for name, m in model.named_modules():
-        if name.rsplit(".", 1)[-1] in targets and getattr(m, "weight", None) is not None and m.weight.dim() == 2:
-            n += lora_r * sum(m.weight.shape)
+    n = sum(lora_r * sum(m.weight.shape) for name, m in model.named_modules()
+            if name.rsplit(".", 1)[-1] in targets and getattr(m, "weight", None) is not None and m.weight.dim() == 2)
     if sequence_classifier:
         from .reward_model import head_of
 
         n += sum(p.numel() for p in head_of(model).parameters())
-    return n, config
+    return n
 
 
 def activation_bytes(config: Any, tokens: int, seq_len: int, checkpointing: bool, dtype_bytes: int = 4, logits: bool = True) -> float:
@@ -96,9 +101,10 @@ def estimate(models: list[tuple[str, Any, bool, bool]], tokens: int, seq_len: in
     out = []
     shard = world_size if sharding == "fsdp" else 1
     for role, path, trained, classifier in models:
-        n, config = count_from_config(path, classifier)
+        model, config = meta_model(path, classifier)
+        n = sum(p.numel() for p in model.parameters())
         weights = 4.0 * n / shard
-        trains = (count_from_config(path, classifier, lora_r, lora_targets)[0] if lora_r else n) if trained else 0
+        trains = (adapter_parameters(model, lora_r, lora_targets, classifier) if lora_r else n) if trained else 0
         state = 4.0 * trains / shard
         out.append(ModelMemory(
             role, n, trained, weights, state, 2 * state,

@@ -154,6 +154,7 @@ def save_model(model: Any, tok: Any, out: str | Path, adapter_base: str = "", st
     from transformers.utils import logging as hf_logging
 
     from .adapters import has_lora, merged_state_dict, save_adapter
+    from .reward_model import head_name
     from .tokenizer import stop_token_ids
 
     hf_logging.disable_progress_bar()
@@ -169,14 +170,10 @@ def save_model(model: Any, tok: Any, out: str | Path, adapter_base: str = "", st
         if adapter_base:
             classifier = type(model).__name__.endswith("ForSequenceClassification")
             save_adapter(model, out, adapter_base, "SEQ_CLS" if classifier else "CAUSAL_LM",
-                         heads=(_head_name(model),) if classifier else (), state=state)
+                         heads=(head_name(model),) if classifier else (), state=state)
     else:
         model.save_pretrained(str(out), safe_serialization=True, **({"state_dict": state} if state is not None else {}))
     tok.save_pretrained(str(out))
-
-
-def _head_name(model: Any) -> str:
-    return next(n for n in ("score", "classifier") if getattr(model, n, None) is not None)
 
 
 def _full_precision_base(model: Any) -> dict | None:

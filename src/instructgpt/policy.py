@@ -15,11 +15,9 @@ def _trunk(model: Any) -> Any:
 
 
 def _head(model: Any) -> Any:
-    """The scalar head of a sequence-classification model (``score`` for Llama/GPT-2/Qwen, ``classifier`` for others)."""
-    for name in ("score", "classifier"):
-        if getattr(model, name, None) is not None:
-            return getattr(model, name)
-    raise UserError(f"{type(model).__name__} has no 'score' or 'classifier' head")
+    from .reward_model import head_of
+
+    return head_of(model)
 
 
 def _positions(input_ids: Any) -> Any:
@@ -176,7 +174,9 @@ def save_value_model(value: Any, out: Any, state: dict | None = None) -> None:
     inner = {k[6:]: v for k, v in whole.items() if k.startswith("model.")} if whole is not None else None
     state = merged_state_dict(model, state=inner) if has_lora(model) else inner
     if value.own_head is not None:
-        name = next(n for n in ("score", "classifier") if getattr(model, n, None) is not None)
+        from .reward_model import head_name
+
+        name = head_name(model)
         state = dict(state if state is not None else model.state_dict())
         head = ({k[9:]: v for k, v in whole.items() if k.startswith("own_head.")} if whole is not None
                 else value.own_head.state_dict())

@@ -46,13 +46,18 @@ def last_token_index(attention_mask: Any) -> Any:
     return width - 1 - attention_mask.long().flip(-1).argmax(-1)
 
 
-def head_of(model: Any) -> Any:
-    """The scalar head of a sequence-classification model (``score`` for Llama/GPT-2/Qwen, ``classifier`` for others)."""
+def head_name(model: Any) -> str:
+    """The attribute holding a sequence-classification model's scalar head (``score`` for Llama/GPT-2/Qwen,
+    ``classifier`` for others)."""
     for name in ("score", "classifier"):
-        head = getattr(model, name, None)
-        if head is not None:
-            return head
+        if getattr(model, name, None) is not None:
+            return name
     raise UserError(f"{type(model).__name__} has no 'score' or 'classifier' head")
+
+
+def head_of(model: Any) -> Any:
+    """The scalar head of a sequence-classification model."""
+    return getattr(model, head_name(model))
 
 
 def raw_rewards(model: Any, input_ids: Any, attention_mask: Any) -> Any:
