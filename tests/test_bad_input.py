@@ -397,8 +397,8 @@ FILE_ROWS = [
     ("gen-prompt-int", "generate", "p.jsonl", b'{"prompt": 1}\n', ':1: expected {"prompt": text}'),
     ("gen-message-no-content", "generate", "p.jsonl", b'{"messages": [{"role": "user"}]}\n',
      ":1: message 1 (user) needs a string 'content'"),
-    ("gen-messages-answered", "generate", "p.jsonl",
-     b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
+    ("gen-messages-answered-twice", "generate", "p.jsonl",  # a demonstration's prompt is what comes before its answer
+     b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "assistant", "content": "z"}]}\n',
      ":1: 'messages' must end with a user message"),
     ("gen-empty", "generate", "p.jsonl", b"", ": holds no prompts"),
     ("gen-latin1", "generate", "p.jsonl", b'{"prompt": "\xe9"}\n', ":1: not UTF-8 text"),

@@ -174,3 +174,75 @@ def test_without_a_world_a_judge_other_than_the_training_reward_model_decides_th
     assert other["judge_score_mean"] == pytest.approx(sum(j["other"]) / len(j["other"]), abs=1e-5)
     assert other["rm_score_mean"] == pytest.approx(sum(proxy.score_texts(prompts_, said["other"])) / 12, abs=1e-5)
     assert other["pretrain_val_loss"] is None and other["probe_accuracy"] is None
+
+
+class _LetterJudge:
+    """A stand-in causal LM judge: at the last position it favours the letter of the response that contains 'good'
+    (by 3 nats) and, whatever the responses, the letter A (by 1 nat: a position bias)."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.a, self.b = (tok(x, add_special_tokens=False)["input_ids"][0] for x in ("A", "B"))
+
+    def __call__(self, input_ids, attention_mask, position_ids):
+        import torch
+
+        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], len(self.tok))
+        for i, row in enumerate(input_ids):
+            text = self.tok.decode(row[attention_mask[i].bool()])
+            first, second = text.split("[Response A]")[1].split("[Response B]")
+            second = second.split("Which response")[0]
+            diff = 1.0 + (3.0 if "good" in first else 0.0) - (3.0 if "good" in second else 0.0)
+            logits[i, -1, self.a], logits[i, -1, self.b] = diff, 0.0
+        return type("Out", (), {"logits": logits})()
+
+    def forward(self, input_ids, attention_mask, position_ids):  # the signature the judge inspects
+        return self(input_ids, attention_mask, position_ids)
+
+
+def test_a_language_model_judge_compares_in_both_orders_so_its_position_bias_cancels(tiny_tokenizer_dir):
+    import math
+
+    from instructgpt.lm_judge import PairwiseJudge, outcomes
+    from instructgpt.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    judge = PairwiseJudge(_LetterJudge(tok), tok, "cpu", batch_size=2)
+    prompts = ["Say something.", [{"role": "user", "content": "And now?"}], "Once more."]
+    a, b = ["a good answer", "same", "a bad answer"], ["a bad answer", "same", "a good answer"]
+    pref = judge.preference(prompts, a, b)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    want = (sig(4.0) + 1 - sig(-2.0)) / 2  # good first: A by 3 + 1; good second: A by -3 + 1
+    assert pref[0] == pytest.approx(want, abs=1e-6) and pref[2] == pytest.approx(1 - want, abs=1e-6)
+    assert pref[1] == pytest.approx(0.5, abs=1e-9)  # identical answers: the bias toward A cancels exactly
+    back = judge.preference(prompts, b, a)
+    assert all(x == pytest.approx(1 - y, abs=1e-9) for x, y in zip(pref, back))
+    assert outcomes([want, 0.5, 1 - want]) == [1.0, 0.5, 0.0]
+    first = judge.first_better(prompts, a, b)  # one order alone keeps the bias: equal answers are not a tie
+    assert first[1] == pytest.approx(sig(1.0), abs=1e-6)
+
+
+def test_without_a_world_a_causal_lm_can_judge_the_win_rates(tiny_model_dir, tmp_path):
+    """--judge with a causal-LM folder: the pairwise judge decides, in both orders, and the results say so."""
+    import shutil
+
+    from instructgpt.cli import main
+    from instructgpt.lm_judge import load_judge, outcomes
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "sft")
+    (run / "sft" / "igpt_complete.json").write_text("{}")
+    _tiny_rm(tiny_model_dir, run / "rm", seed=1)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}."}) + "\n" for i in range(8)))
+    assert main(["eval", "--run", str(run), "--prompts", str(prompts), "--judge", str(tiny_model_dir), "--models", f"other={tiny_model_dir}",
+                 "--n-winrate", "8", "--max-new-tokens", "6"]) == 0
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert results["judged_by"] == "judge_language_model" and results["judge"] == str(tiny_model_dir)
+    said = {name: [json.loads(x)["response"] for x in (run / "eval" / "responses" / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("sft", "other")}
+    pref = load_judge(str(tiny_model_dir), "cpu").preference([f"Tell me about item {i}." for i in range(8)], said["other"], said["sft"])
+    other = results["models"]["other"]
+    assert other["win_rate_vs_sft"] == pytest.approx(sum(outcomes(pref)) / 8)
+    assert other["judge_score_mean"] == pytest.approx(sum(pref) / 8, abs=1e-5) and other["rm_score_mean"] is not None
+    assert "comparing each answer with SFT's in both orders" in (run / "eval" / "report.html").read_text()

@@ -123,7 +123,7 @@ def test_demonstration_files(tmp_path, rows, fmt):
 @FUZZ
 @given(rows=lines_of(valid_prompts))
 def test_prompt_files(tmp_path, rows):
-    from instructgpt.stages.generate import read_prompts
+    from instructgpt.data.chat import read_prompts
 
     f = _write(tmp_path, "p.jsonl", rows)
     _one_line_or_nothing(lambda: read_prompts(str(f)))
@@ -170,7 +170,7 @@ def test_config_files(tmp_path, table, suffix):
 def test_arbitrary_bytes_in_every_reader(tmp_path, raw):
     from instructgpt.data.chat import read_demonstrations
     from instructgpt.data.preferences import read_comparisons
-    from instructgpt.stages.generate import read_prompts
+    from instructgpt.data.chat import read_prompts
     from instructgpt.web.auth import read_tokens_file
 
     f = tmp_path / "x.jsonl"
@@ -188,7 +188,7 @@ def test_the_generators_reach_records_that_read(tmp_path, reader):
 
     from instructgpt.data.chat import read_demonstrations
     from instructgpt.data.preferences import read_comparisons
-    from instructgpt.stages.generate import read_prompts
+    from instructgpt.data.chat import read_prompts
 
     read = {"comparisons": read_comparisons, "demonstrations": read_demonstrations,
             "prompts": lambda f: read_prompts(str(f))}[reader]

@@ -126,7 +126,7 @@ def test_preference_shapes_from_parquet_and_saved_datasets(tmp_path):
 
 def test_instruction_shapes_from_saved_datasets_and_parquet(tmp_path):
     from instructgpt.data.chat import load_demonstrations
-    from instructgpt.stages.generate import read_prompts
+    from instructgpt.data.chat import read_prompts
 
     share = [{"conversations": [{"from": "human", "value": f"Hi {i}"}, {"from": "gpt", "value": f"Hello {i}."}]} for i in range(3)]
     _dataset(share).save_to_disk(str(tmp_path / "sharegpt"))

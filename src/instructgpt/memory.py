@@ -136,9 +136,28 @@ def report(stage: str, rows: list[ModelMemory], tokens: int, seq_len: int, check
 
 def context_of(source: Any) -> int:
     """A model's context length from its folder or config (0 when it does not say)."""
-    _, config = count_from_config(source) if not hasattr(source, "to_dict") else (0, source)
+    if hasattr(source, "to_dict"):
+        config = source
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(source))
     text = getattr(config, "text_config", None) or config
     return int(getattr(text, "max_position_embeddings", 0) or getattr(text, "n_positions", 0) or 0)
+
+
+def hard_context(source: Any) -> int:
+    """``context_of`` for a model with learned (absolute) position embeddings, which has no position past its context;
+    0 for one with rotary positions (any ``rope_*`` or ``rotary_*`` setting), which can run past it."""
+    config = source if hasattr(source, "to_dict") else None
+    if config is None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(source))
+    text = getattr(config, "text_config", None) or config
+    if any(k.startswith(("rope", "rotary")) for k in text.to_dict()):
+        return 0
+    return context_of(text)
 
 
 def dry_run(stage: str, cfg: Any, models: list[tuple[str, Any, bool, bool]], tokens: int, seq_len: int) -> None:

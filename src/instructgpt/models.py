@@ -135,13 +135,28 @@ def load_causal_lm(path: str | Path, device: Any = None, dtype: Any = None, quan
     return model
 
 
-def resize_for_tokenizer(model: Any, tok: Any) -> None:
-    """Grow the embedding when the tokenizer gained tokens (pad, chat roles) and record the pad id."""
-    if len(tok) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tok))
+def resize_for_tokenizer(model: Any, tok: Any) -> Any:
+    """Grow the embedding when the tokenizer gained tokens (pad, chat roles) and record the pad id; returns ``model``.
+
+    The new rows (of the input embedding, and of the output layer when it is not tied to it) are the mean of the old
+    ones, with no random draw: two loads of one model grow alike, as a policy and its separately loaded reference must."""
+    import torch
+
+    old = model.get_input_embeddings().weight.shape[0]
+    if len(tok) > old:
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+        layers = [m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None]
+        with torch.no_grad():
+            for w in {id(m.weight): m.weight for m in layers}.values():
+                if w.shape[0] > old and w.device.type != "meta":
+                    w[old:] = w[:old].mean(0)
+            bias = getattr(model.get_output_embeddings(), "bias", None)
+            if bias is not None and bias.shape[0] > old and bias.device.type != "meta":
+                bias[old:] = bias[:old].mean()
     model.config.pad_token_id = tok.pad_token_id
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tok.pad_token_id
+    return model
 
 
 def save_model(model: Any, tok: Any, out: str | Path, adapter_base: str = "", state: dict | None = None) -> None:

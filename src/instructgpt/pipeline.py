@@ -1,6 +1,11 @@
 """`igpt run`: the whole recipe in one command.
 
-world -> tokenizer -> pretrain -> SFT -> label (rankings) -> reward model -> PPO and PPO-ptx -> evaluation and report.
+On the built-in world: world -> tokenizer -> pretrain -> SFT -> label (rankings) -> reward model -> DPO -> PPO and
+PPO-ptx -> evaluation and report.
+On your own model and data (``--model`` with ``--preferences`` and ``--prompts``): SFT (when ``--sft-data`` is given;
+otherwise the model is the SFT model) -> reward model and, unless ``--judge`` names one, a judge reward model on a share
+of the preferences the reward model never sees -> DPO -> PPO and PPO-ptx (when ``--ptx-corpus`` is given) -> evaluation
+on held-out prompts, judged by the judge, with the training reward model's score beside it (the proxy).
 Each stage writes its folder in the run directory only when complete, so a stage whose folder exists is skipped and an
 interrupted run continues where it stopped (stages resume from their last checkpoint). Options for any stage come from
 the config file's table of that stage (``[sft]``, ``[ppo]``...), on top of the preset.
@@ -26,11 +31,13 @@ from .seeds import parse_seeds
 
 @dataclasses.dataclass
 class RunConfig(StageConfig):
-    """Runs every stage in order on the built-in world; a config file may hold one table of options per stage."""
+    """Runs every stage in order on the built-in world, or with --model on your model and data (docs/own-model.md); a
+    config file may hold one table of options per stage."""
 
     stage: ClassVar[str] = "run"
 
-    preset: str = field("default", "tiny (under a minute), default (6-16 minutes on a 2-core CPU, by its speed) or gpu")
+    preset: str = field("", "tiny (under a minute), default (6-16 minutes on a 2-core CPU, by its speed) or gpu (default: default "
+                            "on the built-in world; gpu with --model, whose learning rates and batches are for real models)")
     run: str = field("", "run directory (default: runs/<preset>)")
     seed: int = field(0, "seed for the world and every stage", ge=0)
     seeds: str = field("", "run the whole recipe once per seed, into <run>/seed-N/, and report over the seeds in <run>/eval/: "
@@ -41,6 +48,57 @@ class RunConfig(StageConfig):
                                       "on, off, or auto (on a CPU with 2+ threads, except for the tiny preset, whose RL stages "
                                       "take less time than starting two processes)", choices=("auto", "on", "off"))
     stage_options: dict = field({}, "per-stage options: in a config file, one table per stage ([pretrain], [sft], ...)")
+    # your own model and data instead of the built-in world
+    model: str = field("", "your own model, a causal LM folder or hub id: run the recipe on your data instead of the built-in world "
+                           "(with --preferences and --prompts)")
+    sft_data: str = field("", "with --model: demonstrations for SFT, any data source igpt reads (without them, --model is the SFT model)")
+    preferences: list[str] = field([], "with --model: comparisons for the reward model, its judge and DPO (any data source igpt "
+                                       "reads: ranked, pairwise, HH, UltraFeedback, or a comparisons.sqlite)")
+    prompts: str = field("", "with --model: PPO's prompts, any data source igpt reads (demonstrations and comparisons give their prompts)")
+    ptx_corpus: str = field("", "with --model: pretraining text for PPO-ptx and SFT's pretraining mix (without it, no PPO-ptx)")
+    eval_prompts: str = field("", "with --model: held-out prompts for the evaluation (default: the --heldout-share of --prompts, "
+                                  "which PPO never trains on)")
+    heldout_share: float = field(0.1, "with --model and no --eval-prompts: the share of --prompts kept out of PPO for the evaluation",
+                                 gt=0.0, lt=1.0)
+    judge: str = field("", "with --model: the evaluation's judge, a reward-model folder or hub id (default: a reward model trained "
+                           "on the --judge-share of --preferences, whose prompts the training reward model never sees)")
+    judge_share: float = field(0.2, "with --model and no --judge: the share of --preferences' prompts set aside for the judge",
+                               gt=0.0, lt=1.0)
+
+
+OWN_DATA = ("sft_data", "preferences", "prompts", "ptx_corpus", "eval_prompts", "judge")  # the inputs that need --model
+# the built-in world's stages, which a run on your own model and data does without (the judge is the world's referee)
+WORLD_ONLY = ("world", "tokenizer", "pretrain", "comparisons")
+
+
+def runs_stage(name: str, cfg: RunConfig) -> bool:
+    """Whether ``igpt run`` with ``cfg`` has stage ``name``."""
+    if not cfg.model:
+        return name != "judge"
+    if name in WORLD_ONLY:
+        return False
+    return {"sft": bool(cfg.sft_data), "judge": not cfg.judge, "ppo-ptx": bool(cfg.ptx_corpus)}.get(name, True)
+
+
+def own_data_wiring(name: str, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """The options that connect a stage of a run on your own model and data to the inputs and to the stages before it."""
+    sft = str(in_run(run_dir, "sft")) if cfg.sft_data else cfg.model
+    share = 0.0 if cfg.judge else cfg.judge_share  # the training reward model and DPO never read the judge's share
+    heldout = 0.0 if cfg.eval_prompts else cfg.heldout_share
+    if name == "sft":
+        return {"model": cfg.model, "data": cfg.sft_data, "ptx_corpus": cfg.ptx_corpus, **({} if cfg.ptx_corpus else {"ptx_fraction": 0.0})}
+    if name in ("rm", "dpo"):
+        return {"model": sft, "data": list(cfg.preferences), "judge_share": share}
+    if name == "judge":
+        return {"model": sft, "data": list(cfg.preferences), "judge_share": cfg.judge_share, "as_judge": True,
+                "out": str(in_run(run_dir, "judge"))}
+    if name in ("ppo", "ppo-ptx"):
+        return {"policy": sft, "prompts": cfg.prompts, "heldout_share": heldout,
+                **({"ptx_corpus": cfg.ptx_corpus} if name == "ppo-ptx" else {})}
+    if name == "eval":
+        return {"prompts": cfg.eval_prompts or cfg.prompts, "heldout_share": heldout,
+                "judge": cfg.judge or str(in_run(run_dir, "judge")), "models": [] if cfg.sft_data else [f"sft={cfg.model}"]}
+    return {}
 
 
 
@@ -51,16 +109,20 @@ def stage_config(name: str, cls: type, cfg: RunConfig, run_dir: Path) -> Any:
     table = cfg.stage_options.get(stage_table) or cfg.stage_options.get(name) or {}
     if name == "ppo-ptx":  # PPO-ptx takes the [ppo] options too, then its own table
         table = {**(cfg.stage_options.get("ppo") or {}), **table}
+    elif name == "judge":  # the judge trains as the reward model does, then its own table
+        table = {**(cfg.stage_options.get("rm") or {}), **table}
     sub = build_config(cls, preset=cfg.preset, file_values=table, file_source=f"config [{stage_table}]")
     names = {f.name for f in dataclasses.fields(cls)}
     wiring: dict[str, Any] = {"run": str(run_dir), "seed": cfg.seed, "resume": True, "device": cfg.device}
+    if cfg.model:
+        wiring.update(own_data_wiring(name, cfg, run_dir))
     if name == "ppo":
         wiring.update(out=str(in_run(run_dir, "ppo")), ptx_coef=0.0)
     elif name == "ppo-ptx":
         wiring["out"] = str(in_run(run_dir, "ppo_ptx"))
         if getattr(sub, "ptx_coef", 0) <= 0:
             raise UserError("config [ppo_ptx]: ptx_coef must be > 0 for the PPO-ptx stage")
-    elif "out" in names:
+    elif "out" in names and "out" not in wiring:
         wiring["out"] = str(run_dir / name)
     return dataclasses.replace(sub, **{k: v for k, v in wiring.items() if k in names and k not in table})
 
@@ -224,8 +286,11 @@ def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings
 
 
 def run(cfg: RunConfig) -> Path:
-    if cfg.stop_after and cfg.stop_after not in [s.folder for s in STAGES]:
-        raise UserError(f"--stop-after: unknown stage '{cfg.stop_after}'")
+    cfg = dataclasses.replace(cfg, preset=cfg.preset or ("gpu" if cfg.model else "default"))
+    if cfg.stop_after and cfg.stop_after not in [s.folder for s in STAGES if runs_stage(s.folder, cfg)]:
+        names = ", ".join(s.folder for s in STAGES if runs_stage(s.folder, cfg))
+        raise UserError(f"--stop-after: '{cfg.stop_after}' is not a stage of this run ({names})")
+    inputs = check_own_data(cfg)
     tables = {s.table for s in STAGES} | {s.folder for s in STAGES}
     for key in cfg.stage_options:
         if key not in tables:
@@ -239,23 +304,128 @@ def run(cfg: RunConfig) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run: {run_dir} is a file, not a folder")
     configs = _stage_configs(cfg, run_dir)  # a bad option or preset is refused before the folder is made
+    old = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).is_file() else None
+    if old is not None and old.get("inputs") != _identity(inputs).get("inputs"):  # before reading the data again
+        raise UserError(f"{run_dir} was started with preset {old.get('preset')}{_other_inputs(old, _identity(inputs))}; use another --run folder")
+    if cfg.model:
+        inputs.update(read_own_data(cfg))  # a malformed record is refused before any training
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir):
-        return _run(cfg, run_dir, configs) if seeds is None else _run_seeds(cfg, run_dir, seeds)
+        return _run(cfg, run_dir, configs, inputs) if seeds is None else _run_seeds(cfg, run_dir, seeds, inputs)
 
 
-def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int]) -> Path:
+def check_own_data(cfg: RunConfig) -> dict[str, Any]:
+    """The options of a run on your own model and data, checked before anything runs: what is missing, misplaced or
+    not found is a one-line error naming the option. Returns what identifies the inputs (kept in run.json, so a run
+    folder is never continued on other data)."""
+    from .data.sources import resolve
+    from .models import check_model_ref
+
+    given = [name for name in OWN_DATA if getattr(cfg, name)]
+    if not cfg.model:
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')}: needs --model (your own model); the built-in world brings its own data")
+        return {}
+    check_model_ref(cfg.model, "--model")
+    if not cfg.preferences:
+        raise UserError("--preferences: give the comparisons to train the reward model on (a JSONL / JSON / parquet file, a folder, "
+                        "a saved dataset or a dataset id such as Anthropic/hh-rlhf)")
+    if not cfg.prompts:
+        raise UserError("--prompts: give PPO's prompts (any data source; a file of demonstrations or comparisons gives their prompts)")
+    for name in ("sft_data", "prompts", "ptx_corpus", "eval_prompts"):
+        value = getattr(cfg, name)
+        if value and not (name == "ptx_corpus" and Path(value).is_file()):  # a corpus may also be a .txt file
+            _named(f"--{name.replace('_', '-')}", lambda: resolve(value, "data"))
+    for value in cfg.preferences:
+        if not str(value).endswith((".sqlite", ".db", ".sqlite3")):
+            _named("--preferences", lambda: resolve(value, "comparisons"))
+        elif not Path(value).is_file():
+            raise UserError(f"--preferences: {value}: comparison store not found")
+    if cfg.judge:
+        check_model_ref(cfg.judge, "--judge: reward model")
+    return {"model": cfg.model, **{name: getattr(cfg, name) for name in OWN_DATA if getattr(cfg, name)},
+            **({} if cfg.judge else {"judge_share": cfg.judge_share}), **({} if cfg.eval_prompts else {"heldout_share": cfg.heldout_share})}
+
+
+def _named(option: str, call: Any) -> Any:
+    """``call()``, with a one-line error prefixed by the option whose input it reads."""
+    try:
+        return call()
+    except UserError as e:
+        raise UserError(f"{option}: {e}") from None
+
+
+def read_own_data(cfg: RunConfig) -> dict[str, Any]:
+    """Read every input once before training (a malformed record is a one-line error naming the option, the file and
+    the line), print what each stage will get, and say in one line when the model's tokenizer lacks a chat template or a
+    pad token. Returns the counts (kept in run.json)."""
+    from .data.chat import heldout_prompts, read_demonstrations, read_prompts
+    from .data.preferences import SkipReport, read_sources
+    from .stages.reward import judge_part
+
+    counts: dict[str, Any] = {}
+    if cfg.sft_data:
+        counts["demonstrations"] = len(_named("--sft-data", lambda: read_demonstrations(cfg.sft_data)))
+    skips = SkipReport()
+    comps = _named("--preferences", lambda: read_sources(list(cfg.preferences), "skip", skips))
+    share = 0.0 if cfg.judge else cfg.judge_share
+    rm_part = judge_part(comps, share, as_judge=False)
+    counts["comparisons"] = len(rm_part)
+    if not rm_part:
+        raise UserError(f"--preferences: no usable comparisons for the reward model ({skips.summary()})")
+    if not cfg.judge:
+        counts["judge_comparisons"] = len(judge_part(comps, share, as_judge=True))
+        if not counts["judge_comparisons"]:
+            raise UserError(f"--judge-share: no comparison of --preferences falls in the judge's share {share:g}; raise it or give --judge")
+    prompts = _named("--prompts", lambda: read_prompts(cfg.prompts))
+    heldout = 0.0 if cfg.eval_prompts else cfg.heldout_share
+    counts["ppo_prompts"] = len(heldout_prompts(prompts, heldout, heldout=False)) if heldout else len(prompts)
+    if not counts["ppo_prompts"]:
+        raise UserError(f"--heldout-share: every prompt of --prompts is held out for the evaluation at {heldout:g}")
+    evals = _named("--eval-prompts", lambda: read_prompts(cfg.eval_prompts)) if cfg.eval_prompts else heldout_prompts(prompts, heldout, heldout=True)
+    counts["eval_prompts"] = len(evals)
+    if not evals:
+        raise UserError(f"--heldout-share: no prompt of --prompts falls in the held-out share {heldout:g}; raise it or give --eval-prompts")
+    judge = cfg.judge or f"a reward model on {counts['judge_comparisons']} comparisons set aside ({cfg.judge_share:g} of the prompts)"
+    print(f"igpt run: your data: {counts.get('demonstrations', 'no')} demonstrations, {counts['comparisons']} comparisons for the "
+          f"reward model ({skips.total} skipped), {counts['ppo_prompts']} PPO prompts, {counts['eval_prompts']} evaluation prompts; "
+          f"judge: {judge}", file=sys.stderr)
+    _say_tokenizer(cfg.model)
+    return {"counts": counts}
+
+
+def _say_tokenizer(model: str) -> None:
+    """One line when the model's tokenizer lacks a chat template or a pad token (ours are then added, as every stage
+    does: tokenizer.ensure_pad_and_template)."""
+    from transformers import AutoTokenizer
+
+    from .tokenizer import CHAT_TEMPLATE_SHOWN
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--model: cannot load the tokenizer of {model}: {str(e).splitlines()[0]}") from None
+    missing = []
+    if not getattr(tok, "chat_template", None):
+        missing.append(f"no chat template, so igpt's is used ({CHAT_TEMPLATE_SHOWN}, its markers added as special tokens)")
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        missing.append("no pad token apart from EOS, so <|pad|> is added")
+    if missing:
+        print(f"igpt run: the tokenizer of {model} has {'; and '.join(missing)}", file=sys.stderr)
+
+
+def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int], inputs: dict) -> Path:
     """The recipe once per seed, one after the other, each in its own ``seed-N/`` run folder (resumable like any run),
     then the evaluation over seeds in ``<run>/eval/``."""
     from .seeds import seed_folder, wall_time, write_aggregate
 
     meta_path = run_dir / RUN_FILE
-    meta = {"preset": cfg.preset, "seeds": seeds}
+    meta = {"preset": cfg.preset, "seeds": seeds, **_identity(inputs)}
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if old != meta:
             what = f"seeds {old['seeds']}" if "seeds" in old else f"seed {old.get('seed')} alone"
-            raise UserError(f"{run_dir} was started with preset {old.get('preset')} and {what}; use another --run folder")
+            raise UserError(f"{run_dir} was started with preset {old.get('preset')} and {what}{_other_inputs(old, meta)}; use another --run folder")
     t0 = time.time()
     for i, seed in enumerate(seeds):
         folder = seed_folder(run_dir, seed)
@@ -263,7 +433,7 @@ def _run_seeds(cfg: RunConfig, run_dir: Path, seeds: list[int]) -> Path:
         folder.mkdir(exist_ok=True)
         with _exclusive(folder):
             sub = dataclasses.replace(cfg, seed=seed, seeds="", run=str(folder))
-            _run(sub, folder, _stage_configs(sub, folder))
+            _run(sub, folder, _stage_configs(sub, folder), inputs)
         if not meta_path.is_file():  # written once the first seed's options have been checked
             meta_path.write_text(json.dumps(meta))
     if cfg.stop_after and cfg.stop_after != "eval":
@@ -286,6 +456,8 @@ def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
     """(name, module, config) of every stage to run: all resolved before any work, so that a bad option fails at once."""
     configs = []
     for stage in STAGES:
+        if not runs_stage(stage.folder, cfg):
+            continue
         name, mod = stage.folder, importlib.import_module(stage.module)
         configs.append((name, mod, stage_config(name, getattr(mod, stage.config), cfg, run_dir)))
         if name == cfg.stop_after:
@@ -293,15 +465,34 @@ def _stage_configs(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
     return configs
 
 
-def _run(cfg: RunConfig, run_dir: Path, configs: list[tuple[str, Any, Any]]) -> Path:
+def _identity(inputs: dict) -> dict:
+    """What run.json keeps of a run's own inputs: the options that name them (not the counts, which a re-read gives)."""
+    return {"inputs": {k: v for k, v in inputs.items() if k != "counts"}} if inputs else {}
+
+
+def _other_inputs(old: dict, new: dict) -> str:
+    if old.get("inputs") == new.get("inputs"):
+        return ""
+    a, b = old.get("inputs") or {}, new.get("inputs") or {}
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if not changed:
+        return ""
+    was = a.get(changed[0])
+    was = ", ".join(map(str, was)) if isinstance(was, list) else (was or "none")
+    return f" and other inputs (--{changed[0].replace('_', '-')} was {was})"
+
+
+def _run(cfg: RunConfig, run_dir: Path, configs: list[tuple[str, Any, Any]], inputs: dict | None = None) -> Path:
     meta_path = run_dir / RUN_FILE
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    meta = {"preset": cfg.preset, "seed": cfg.seed, **_identity(inputs or {})}
     if old is not None and "seeds" in old:
         raise UserError(f"{run_dir} holds a run over seeds {old['seeds']}: pass --seeds {','.join(map(str, old['seeds']))} (or use another --run folder)")
-    if old is not None and (old.get("preset") != cfg.preset or old.get("seed") != cfg.seed):
-        raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}; use another --run folder")
+    if old is not None and (old.get("preset") != cfg.preset or old.get("seed") != cfg.seed or old.get("inputs") != meta.get("inputs")):
+        raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}{_other_inputs(old, meta)}; "
+                        "use another --run folder")
     if old is None:
-        meta_path.write_text(json.dumps({"preset": cfg.preset, "seed": cfg.seed}))
+        meta_path.write_text(json.dumps(meta))
     timings_path = run_dir / TIMINGS_FILE
     timings: dict[str, float] = read_timings(run_dir)
     host = record_host(run_dir, cfg.device)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from .errors import UserError
 
 STATS_FILE = "reward_stats.json"
+PROMPTS_FILE = "prompts_seen.txt"  # a hash of every prompt the reward model trained or validated on (stages/reward.prompt_fingerprints)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -207,7 +208,7 @@ def load_reward_model(path: str | Path, device: Any = None) -> RewardModel:
     from .tokenizer import load_tokenizer
 
     path = Path(path)
-    if not (path / "config.json").is_file():
+    if path.exists() and not (path / "config.json").is_file():  # (else a hub id, or a one-line error from the loader)
         raise UserError(f"not a reward model folder: {path} (no config.json; run igpt rm first)")
     dev = device if device is not None else resolve_device("auto")
     tok = load_tokenizer(path)

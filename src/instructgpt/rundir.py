@@ -38,6 +38,7 @@ STAGES = (
     Stage("sft", "instructgpt.stages.sft", "SFTConfig", "sft"),
     Stage("comparisons", "instructgpt.stages.label", "LabelConfig", "label"),
     Stage("rm", "instructgpt.stages.reward", "RewardConfig", "rm"),
+    Stage("judge", "instructgpt.stages.reward", "RewardConfig", "judge"),  # your own data: the evaluation's independent judge
     Stage("dpo", "instructgpt.stages.dpo", "DPOConfig", "dpo"),
     Stage("ppo", "instructgpt.stages.ppo", "PPOConfig", "ppo"),
     Stage("ppo-ptx", "instructgpt.stages.ppo", "PPOConfig", "ppo_ptx"),

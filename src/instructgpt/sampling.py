@@ -384,6 +384,25 @@ def _decode_hf(model: Any, ids: Any, mask: Any, params: SamplingParams, pick: _P
     return new_tokens, new_logps, lengths, done
 
 
+def context_length(model: Any) -> int:
+    """The longest sequence ``model`` can take at all: the context of a model with learned position embeddings (GPT-2,
+    OPT), which has no position past it; 0 for a rotary one (Llama, Qwen2, GPT-NeoX), which runs past its training
+    context (out of its training distribution, but not an error), and for a config that does not say."""
+    from .memory import hard_context
+
+    config = getattr(_unwrap(model), "config", None)
+    return hard_context(config) if config is not None else 0
+
+
+def fit_context(prompts: list[list[int]], context: int, max_new_tokens: int) -> list[list[int]]:
+    """Each prompt cut to its last ``context - max_new_tokens`` tokens, so that the response fits after it (left whole
+    when there is no such limit, or no room for any prompt)."""
+    room = context - max_new_tokens
+    if not context or room < 1 or all(len(p) <= room for p in prompts):
+        return prompts
+    return [p[-room:] for p in prompts]
+
+
 class TorchSampler:
     """Batched sampling with a KV cache; one forward pass for the prompts, then one per new token.
 
@@ -417,8 +436,11 @@ class TorchSampler:
         return ok
 
     def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> Rollout:
+        """Sample a response to each prompt. A prompt too long for the model's context with ``max_new_tokens`` after it
+        keeps its end (where the generation prompt is); ``Rollout.prompt_ids`` are the prompts as sampled from."""
         import torch
 
+        prompt_ids = fit_context(prompt_ids, context_length(self.model), params.max_new_tokens)
         out = Rollout([], [], [], [])
         gen = torch.Generator(device=self.device).manual_seed(params.seed) if params.seed is not None else None
         for s in range(0, len(prompt_ids), self.batch_size):

@@ -22,6 +22,9 @@ CHAT_TEMPLATE = (
 )
 
 
+CHAT_TEMPLATE_SHOWN = "<|user|>...<|end|><|assistant|>...<|end|>"  # how the template reads, for messages
+
+
 def check_vocab_size(vocab_size: int) -> None:
     """The 256 bytes, the special tokens and at least one merge."""
     if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:

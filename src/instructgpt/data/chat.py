@@ -13,6 +13,8 @@ Demonstration formats (JSONL, one example per line; detected per line, or fixed 
 - prompt/response: ``{"prompt": "...", "response": "..."}`` (``completion`` is accepted for ``response``; optional ``system``)
 - Alpaca: ``{"instruction": "...", "input": "...", "output": "..."}`` (``input`` optional; appended to the instruction
   after a blank line)
+- preference: a comparison in any shape ``data/preferences.py`` reads (TRL's and UltraFeedback's prompt/chosen/rejected,
+  an HH dialogue pair, a ranked K-way line): its preferred response is the demonstration (SFT on HH's chosen dialogues)
 
 A conversation has at most one system message (first), then user and assistant turns alternating, starting with a user
 turn and ending with an assistant turn; contents are strings. Anything else is a one-line error naming file and line.
@@ -28,7 +30,7 @@ from typing import Any, Iterable
 
 from ..errors import UserError
 
-FORMATS = ("auto", "chat", "prompt_response", "alpaca")
+FORMATS = ("auto", "chat", "prompt_response", "alpaca", "preference")
 ROLES = ("system", "user", "assistant")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 # tokens that close a turn in common chat templates; the one right after an assistant content joins the loss
@@ -106,6 +108,11 @@ def record_to_messages(obj: Any, fmt: str = "auto", where: str = "record") -> li
         if isinstance(obj.get("system"), str) and obj["system"]:
             msgs.insert(0, {"role": "system", "content": obj["system"]})
         return check_messages(msgs, where)
+    if fmt == "preference":
+        msgs = preferred_conversation(obj, where)
+        if msgs is None:
+            raise UserError(f"{where}: this comparison gives no demonstration (no usable preferred response)")
+        return msgs
     if fmt == "alpaca":
         ins, inp, outp = obj.get("instruction"), obj.get("input", ""), obj.get("output")
         if not isinstance(ins, str) or not isinstance(outp, str) or not isinstance(inp, (str, type(None))):
@@ -118,30 +125,114 @@ def record_to_messages(obj: Any, fmt: str = "auto", where: str = "record") -> li
 def detect_format(obj: dict, where: str = "record") -> str:
     if "messages" in obj or "conversations" in obj:
         return "chat"
+    if "chosen" in obj or ("responses" in obj and "ranking" in obj):
+        return "preference"
     if "prompt" in obj and ("response" in obj or "completion" in obj):
         return "prompt_response"
     if "instruction" in obj and "output" in obj:
         return "alpaca"
     keys = ", ".join(sorted(obj)[:6]) or "none"
-    raise UserError(f"{where}: unknown record format (keys: {keys}); expected 'messages', 'prompt'+'response' or 'instruction'+'output'")
+    raise UserError(f"{where}: unknown record format (keys: {keys}); expected 'messages', 'prompt'+'response', "
+                    "'instruction'+'output' or a comparison ('chosen'+'rejected')")
+
+
+def preferred_conversation(obj: dict, where: str, skips: Any = None) -> list[dict] | None:
+    """A comparison record's prompt followed by its best-ranked response, or None when the comparison reader skips the
+    record (an empty preferred response, HH dialogues that differ before the last turn...; counted in ``skips``)."""
+    from .preferences import SkipReport, as_messages, parse_line
+
+    c = parse_line(obj, where, skips if skips is not None else SkipReport(), "skip")
+    if c is None or not c.ranking or c.explicit_pairs is not None:
+        return None
+    best = c.responses[c.ranking[0][0]]
+    return check_messages(as_messages(c.prompt) + [{"role": "assistant", "content": best}], where)
 
 
 # ---------------------------------------------------------------------------------------------- reading
 def read_demonstrations(path: str | Path, fmt: str = "auto", columns: dict | None = None) -> list[dict]:
     """Demonstrations from any ``sources`` source (a JSONL, JSON, parquet or arrow file, a folder of them, a saved
-    dataset or a dataset id) as records ``{"id", "messages", "source"}`` (source: where the record was, ``file:line``)."""
+    dataset or a dataset id) as records ``{"id", "messages", "source"}`` (source: where the record was, ``file:line``).
+    Comparisons whose preferred response is unusable are skipped, and the count printed."""
+    import sys
+
+    from .preferences import SkipReport
     from .sources import records
 
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    rows = []
+    rows, skips = [], SkipReport()
     for where, obj in records(path, "demonstrations file", columns):
-        msgs = record_to_messages(obj, fmt, where=where)
+        if isinstance(obj, dict) and (fmt if fmt != "auto" else detect_format(obj, where)) == "preference":
+            msgs = preferred_conversation(obj, where, skips)
+            if msgs is None:
+                continue
+        else:
+            msgs = record_to_messages(obj, fmt, where=where)
         rid = obj.get("id") if isinstance(obj.get("id"), (str, int)) else where.rsplit("/", 1)[-1]
         rows.append({"id": str(rid), "messages": msgs, "source": where})
+    if skips.total:
+        print(f"{path}: {skips.total} comparison record(s) gave no demonstration ({skips.summary()})", file=sys.stderr)
     if not rows:
         raise UserError(f"{path}: holds no demonstrations")
     return rows
+
+
+def read_prompts(path: str, columns: dict | None = None) -> list[dict]:
+    """Prompts from any ``sources`` source, as ``{"prompt": text}`` or ``{"messages": [...]}`` ending with the user's
+    turn (with the record's other fields). Records of the other kinds give their prompt: a demonstration in any format
+    (its conversation before the last answer) or a comparison (TRL, UltraFeedback, HH, ranked), so the data of one
+    stage can be another's prompts. Comparisons the comparison reader skips are left out, and the count printed."""
+    import sys
+
+    from .preferences import SkipReport
+    from .sources import records
+
+    rows, skips = [], SkipReport()
+    for where, obj in records(path, "prompts file", columns):
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: expected a JSON object")
+        row = _prompt_record(obj, where, skips)
+        if row is not None:
+            rows.append(row)
+    if skips.total:
+        print(f"{path}: {skips.total} comparison record(s) gave no prompt ({skips.summary()})", file=sys.stderr)
+    if not rows:
+        raise UserError(f"{path}: holds no prompts")
+    return rows
+
+
+def heldout_prompts(rows: list[dict], share: float, heldout: bool) -> list[dict]:
+    """The prompts (``read_prompts`` rows) of the held-out share (``heldout=True``) or of the rest: a prompt is held
+    out when its hash falls below ``share``, so igpt ppo --heldout-share trains on exactly the prompts igpt eval
+    --heldout-share does not evaluate on."""
+    from .preferences import prompt_key
+    from .sources import hash_share
+
+    return [r for r in rows if (hash_share(prompt_key(r.get("messages") or r["prompt"]), "heldout-prompts") < share) == heldout]
+
+
+def _prompt_record(obj: dict, where: str, skips: Any) -> dict | None:
+    from .preferences import parse_line
+
+    ident = {"id": obj["id"]} if isinstance(obj.get("id"), (str, int)) else {}
+    if "chosen" in obj or ("responses" in obj and "ranking" in obj):
+        c = parse_line(obj, where, skips, "keep")
+        if c is None:
+            return None
+        return {**ident, "prompt": c.prompt} if isinstance(c.prompt, str) else {**ident, "messages": list(c.prompt)}
+    if isinstance(obj.get("messages"), list):
+        msgs = obj["messages"]
+        if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":  # a demonstration: what it answers
+            msgs = msgs[:-1]
+        return {**obj, "messages": check_messages(msgs, where, end="user")}
+    if isinstance(obj.get("prompt"), list):  # a conversational prompt (TRL)
+        return {**{k: v for k, v in obj.items() if k != "prompt"}, "messages": check_messages(obj["prompt"], where, end="user")}
+    if isinstance(obj.get("prompt"), str):
+        return obj
+    if "conversations" in obj or ("instruction" in obj and "output" in obj):
+        return {**ident, "messages": record_to_messages(obj, "auto", where)[:-1]}
+    raise UserError(f"{where}: expected {{\"prompt\": text}} or {{\"messages\": [...]}} (or a demonstration or comparison "
+                    "record, whose prompt is taken)")
 
 
 def load_demonstrations(source: str | Path, fmt: str = "auto", world_split: str = "sft", columns: dict | None = None) -> list[dict]:

@@ -64,6 +64,16 @@ def parse_columns(text: str | dict | None, option: str = "--columns") -> dict[st
     return out
 
 
+def hash_share(key: str, salt: str) -> float:
+    """Where ``key`` falls in [0, 1), by a hash salted by what the share is for: ``hash_share(k, s) < f`` picks a share f
+    of the keys that is the same on every machine and every run, and independent of the shares of other salts. Used to
+    set a prompt's comparisons aside for a judge, and a prompt aside for the evaluation, whatever the source."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{salt}\0{key}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
 def resolve(text: str | Path, what: str = "data") -> Source:
     """What kind of source ``text`` names; a path that looks local but does not exist is an error at once."""
     raw = str(text)

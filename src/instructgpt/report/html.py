@@ -62,7 +62,7 @@ def winrate_chart(results: dict) -> str:
     points = [(n, models[n]["win_rate_vs_sft"], *models[n]["win_rate_ci95"], []) for n in _ordered(models)
               if models[n].get("win_rate_vs_sft") is not None]
     judged = ("held-out labelers" if results.get("judged_by", "").startswith("heldout") else
-              f"the judge {results.get('judge')}" if results.get("judged_by") == "judge_reward_model" else "reward model (proxy)")
+              f"the judge {results.get('judge')}" if results.get("judged_by", "").startswith("judge_") else "reward model (proxy)")
     return _winrate_figure(points, (results.get("reference") or {}).get("win_rate_vs_sft"), "the world's reference answers (ceiling)",
                            f"Figure 1 in miniature: preferred to SFT, judged by {judged}")
 
@@ -417,6 +417,13 @@ def _judged_by(results: dict) -> str:
     if kind.startswith("heldout"):
         return "the built-in world (held-out labelers and the gold judge)"
     if kind == "judge_reward_model":
+        ind = results.get("judge_independence")
+        seen = (f"; it read {ind['judge_prompts']} prompts, the training reward model {ind['reward_model_prompts']}, "
+                f"{ind['shared_prompts']} of them shared" if ind else "")
         return (f"the reward model {html.escape(str(results.get('judge')))}, which the policies were not trained against "
-                "(the training reward model's score is shown beside it: the proxy)")
+                f"(the training reward model's score is shown beside it: the proxy){seen}")
+    if kind == "judge_language_model":
+        return (f"the language model {html.escape(str(results.get('judge')))}, comparing each answer with SFT's in both orders "
+                "(its mean preference for the model's answer is shown as the judge's score, the training reward model's beside "
+                "it: the proxy)")
     return "the reward model — a proxy, not human judgement"

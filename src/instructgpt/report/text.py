@@ -28,6 +28,8 @@ def format_table(results: dict) -> str:
             ("LM loss", "pretrain_val_loss", "{:.3f}"), ("probes", "probe_accuracy", "{:.2f}")]
     if any(m.get("judge_score_mean") is not None for m in results["models"].values()):  # --judge: the referee beside the proxy
         cols.insert(4, ("judge", "judge_score_mean", "{:+.2f}"))
+    # a column no model has a value for (without a world: the gold judge's rates, the held-out corpus, the probes) is left out
+    cols = [c for c in cols if any(m.get(c[1]) is not None for m in results["models"].values())]
     head = f"{'model':<20}" + "".join(f"{c[0]:>13}" for c in cols)
     lines = [head, "-" * len(head)]
     for name, m in results["models"].items():
@@ -60,6 +62,15 @@ def format_table(results: dict) -> str:
     elif results.get("judged_by") == "judge_reward_model":
         lines.append(f"note: no built-in world; the win rates are judged by {results.get('judge')}, a reward model the policies "
                      "were not trained against (rm_score_mean is the training reward model's: the proxy)")
+    elif results.get("judged_by") == "judge_language_model":
+        lines.append(f"note: no built-in world; the win rates are judged by {results.get('judge')}, a language model comparing each "
+                     "answer with SFT's in both orders (judge: its mean preference for the model's answer; RM: the training "
+                     "reward model's score, the proxy)")
+    if results.get("judged_by") == "judge_reward_model":
+        ind = results.get("judge_independence")
+        if ind:
+            lines.append(f"judge: trained on {ind['judge_prompts']} prompts, the reward model on {ind['reward_model_prompts']}; "
+                         f"shared: {ind['shared_prompts']}" + ("" if not ind["shared_prompts"] else " (NOT independent)"))
     return "\n".join(lines)
 
 

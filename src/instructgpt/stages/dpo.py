@@ -132,7 +132,7 @@ def evaluate(policy_lm: Any, ref_lm: Any, items: list[dict], encode: ResponseEnc
 def run(cfg: DPOConfig) -> Path:
     from ..adapters import adapters_off_call, add_lora, check_quantization, has_lora, quantization_kwargs, reference
     from ..sharding import choose, full_state, load_device, shard
-    from ..models import autocast_dtype, load_causal_lm, save_model
+    from ..models import autocast_dtype, load_causal_lm, resize_for_tokenizer, save_model
     from ..policy import no_dropout, policy_module
     from ..reward_model import flatten_comparisons, ranking_loss
     from ..tokenizer import load_tokenizer
@@ -157,10 +157,10 @@ def run(cfg: DPOConfig) -> Path:
         d.sharding = choose(cfg.sharding, d, [(paths["model"], True)] + ([] if cfg.lora_r else [(paths["model"], False)]))
         sharded = d.sharding == "fsdp"
         where = load_device(d)
-        policy_lm = add_lora(no_dropout(load_causal_lm(paths["model"], where, quantization=quantization_kwargs(cfg))), cfg, what="policy")
-        ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["model"], device=where)))
-        if policy_lm.get_input_embeddings().weight.shape[0] < len(tok):
-            raise UserError(f"--model: {paths['model']} has a smaller vocabulary than its tokenizer")
+        # a model whose tokenizer gained tokens (a base model's: pad, the chat markers) grows alike in both copies
+        policy_lm = add_lora(no_dropout(resize_for_tokenizer(load_causal_lm(paths["model"], where, quantization=quantization_kwargs(cfg)), tok)),
+                             cfg, what="policy")
+        ref_lm = reference(policy_lm, lambda: no_dropout(resize_for_tokenizer(load_causal_lm(paths["model"], device=where), tok)))
         max_len = cfg.max_len or int(getattr(policy_lm.config, "max_position_embeddings", 0) or 0)
         encode = ResponseEncoder(tok, max_len)
         examples = [([encode(c.prompt, r) for r in c.responses], c.pairs) for c in train]

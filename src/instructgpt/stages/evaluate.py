@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from ..errors import UserError
 from ..evaluation import heldout_ids, heldout_lm_loss, mean, paired_gain, probe_accuracy, win_rate
 from ..overopt import bon_kl
 from ..report.text import format_table
+from .reward import judge_independence
 from ..models import check_model_ref
 from ..rundir import (
     BEST_OF_N, PROMPTED, RUN_FILE, RUN_MODELS, STAGES, begin_output, completion, in_run, peak_memory, snapshots, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
@@ -58,8 +60,11 @@ class EvalConfig(StageConfig):
                                      "the same way")
     prompts: str = field("", "without a world: held-out prompts ({\"prompt\"} or {\"messages\"}; any data source igpt reads); "
                              "--judge (or else the run's reward model, a proxy) judges")
-    judge: str = field("", "without a world: the judge of the win rates, a reward-model folder or hub id (a 1-output sequence "
-                           "classifier) other than the one the policies were trained against; the run's reward model is then "
+    heldout_share: float = field(0.0, "evaluate on only the share of --prompts that igpt ppo --heldout-share kept out of training "
+                                      "(0 = all of --prompts)", ge=0.0, lt=1.0)
+    judge: str = field("", "without a world: the judge of the win rates, a folder or hub id of a reward model (a 1-output sequence "
+                           "classifier) other than the one the policies were trained against, or of a causal LM, which compares "
+                           "each answer with SFT's in both orders (lm_judge.JUDGE_PROMPT); the run's reward model is then "
                            "reported beside it, as the proxy (default: the run's reward model judges, reported as a proxy)")
     n_winrate: int = field(200, "held-out prompts for win rates and metadata", ge=1)
     n_closed_domain: int = field(80, "closed-domain prompts for the hallucination rate", ge=0)
@@ -205,9 +210,14 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         judge = world.judge()
         labelers = world.labelers("heldout")
     else:
-        from .generate import read_prompts
+        from ..data.chat import heldout_prompts, read_prompts
 
-        rows = read_prompts(cfg.prompts)[: cfg.n_winrate]
+        rows = read_prompts(cfg.prompts)
+        if cfg.heldout_share > 0:
+            rows = heldout_prompts(rows, cfg.heldout_share, heldout=True)
+            if not rows:
+                raise UserError(f"--prompts: none of {cfg.prompts} falls in the --heldout-share {cfg.heldout_share:g}")
+        rows = rows[: cfg.n_winrate]
         records = {"winrate": [{"id": r.get("id", f"p{i}"), "prompt": r.get("prompt", ""), "messages": r.get("messages")} for i, r in enumerate(rows)]}
         probes, heldout_docs, judge, labelers = [], [], None, []
 
@@ -270,22 +280,36 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
             overopt = measure(sft_path, rl, recs, [prompt_input(r, "chat") for r in recs], judge,
                               rm, cfg.overopt_samples, cfg.max_new_tokens, cfg.seed + 31, dev, cfg.batch_size)
         del rm
-    judge_scores: dict[str, list[float]] = {}
-    if world is None and cfg.judge:  # the referee: a reward model the policies were not trained against
-        from ..reward_model import load_reward_model
+    judge_scores: dict[str, list[float]] = {}  # a judge reward model's score of each model's answers
+    judge_prefs: dict[str, list[float]] = {}  # a judge language model's preference for each model's answer over SFT's
+    if world is None and cfg.judge:  # the referee: a model the policies were not trained against
+        from .. import lm_judge
 
-        referee = load_reward_model(cfg.judge, dev)
         wr = records["winrate"]
-        judge_scores = {name: list(referee.score_texts([r.get("messages") or r["prompt"] for r in wr], sets_["winrate"]))
-                        for name, sets_ in responses.items()}
+        wr_prompts = [r.get("messages") or r["prompt"] for r in wr]
+        if lm_judge.is_causal_lm(cfg.judge):
+            referee = lm_judge.load_judge(cfg.judge, dev)
+            judge_prefs = {c.name: referee.preference(wr_prompts, responses[c.name]["winrate"],
+                                                      responses["sft_resample" if c.name == "sft" else "sft"]["winrate"]) for c in cands}
+        else:
+            from ..reward_model import load_reward_model
+
+            referee = load_reward_model(cfg.judge, dev)
+            judge_scores = {name: list(referee.score_texts(wr_prompts, sets_["winrate"])) for name, sets_ in responses.items()}
         del referee
     _save_responses(work, records, responses)
 
     # ---- grading
-    judged_by = "heldout_labelers_and_gold_judge" if world else ("judge_reward_model" if cfg.judge else "reward_model_proxy")
+    judged_by = ("heldout_labelers_and_gold_judge" if world else "judge_language_model" if judge_prefs
+                 else "judge_reward_model" if cfg.judge else "reward_model_proxy")
     results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "judged_by": judged_by, "models": {}}
     if cfg.judge:
         results["judge"] = str(cfg.judge)
+        results["judge_independence"] = judge_independence(cfg.judge, rm_path) if rm_path is not None else None
+        shared = (results["judge_independence"] or {}).get("shared_prompts")
+        if shared:
+            print(f"igpt eval: warning: the judge {cfg.judge} was trained on {shared} prompt(s) the reward model {rm_path} "
+                  "also read: its win rates are not independent of the proxy", file=sys.stderr)
     sft_win = responses["sft"]["winrate"]
     golds: dict[str, dict[str, list[float]]] = {}  # model -> set -> gold score per prompt, for the paired gains
     harms: dict[str, list[float]] = {}  # model -> 1.0 where it complied with a harmful request, for the paired difference
@@ -312,6 +336,11 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
                 toxicity_rate_respectful=_rate([f for resp_, f in tox if resp_], "toxic"),
                 toxicity_rate_plain=_rate([f for resp_, f in tox if not resp_], "toxic"),
             )
+        elif judge_prefs:  # the judge LM compared the two answers directly
+            from ..lm_judge import outcomes as pairwise_outcomes
+
+            outcomes = pairwise_outcomes(judge_prefs[c.name])
+            m["judge_score_mean"] = mean(judge_prefs[c.name])
         else:
             by = judge_scores or rm_scores
             a_s, b_s = by[c.name], by["sft_resample" if c.name == "sft" else "sft"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..config import StageConfig, field
+from ..data.chat import read_prompts
 from ..errors import UserError
 
 
@@ -30,26 +31,6 @@ class GenerateConfig(StageConfig):
     batch_size: int = field(32, "prompts per batch", ge=1)
     seed: int = field(0, "random seed", ge=0)
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
-
-
-def read_prompts(path: str, columns: dict | None = None) -> list[dict]:
-    """Prompts ``{"prompt": text}`` or ``{"messages": [...]}`` (ending with the user's turn) from any ``sources``
-    source: a JSONL, JSON, parquet or arrow file, a folder of them, a saved dataset or a dataset id."""
-    from ..data.chat import check_messages
-    from ..data.sources import records
-
-    rows = []
-    for where, obj in records(path, "prompts file", columns):
-        if not isinstance(obj, dict):
-            raise UserError(f"{where}: expected a JSON object")
-        if isinstance(obj.get("messages"), list):
-            obj = {**obj, "messages": check_messages(obj["messages"], where, end="user")}
-        elif not isinstance(obj.get("prompt"), str):
-            raise UserError(f"{where}: expected {{\"prompt\": text}} or {{\"messages\": [...]}}")
-        rows.append(obj)
-    if not rows:
-        raise UserError(f"{path}: holds no prompts")
-    return rows
 
 
 def run(cfg: GenerateConfig) -> list[dict]:

@@ -70,6 +70,8 @@ class PPOConfig(TrainConfig):
     value_head_on_policy: bool = field(False, "use a value head on the policy's trunk instead of a separate value model (less memory)")
     prompts: str = field("", "training prompts, {\"prompt\": text} or {\"messages\": [...]}: a JSONL / JSON / parquet / arrow file, a folder of them, a dataset saved with save_to_disk, or a dataset id (name[:config][[split]]) (default: the world's PPO split)")
     columns: str = field("", "read the prompts' fields under other column names: NAME=COLUMN (for example prompt=question)")
+    heldout_share: float = field(0.0, "keep this share of --prompts out of training (chosen by a hash of the prompt), for igpt eval "
+                                      "--heldout-share to evaluate on (0 = train on all)", ge=0.0, lt=1.0)
     world: str = field("", "built-in world folder, for prompts and the gold judge (default: <run>/world when present)")
     ptx_corpus: str = field("", "pretraining corpus for PPO-ptx and the held-out pretraining loss (default: <run>/world)")
     out: str = field("", "output folder (default: <run>/ppo, or <run>/ppo-ptx when the ptx coefficient is > 0)")
@@ -181,18 +183,33 @@ def resolve_paths(cfg: PPOConfig, have_reward_fn: bool = False) -> dict[str, Any
 def load_prompt_records(cfg: PPOConfig, world: Any) -> list[dict]:
     """Training prompts: the user's JSONL, or the world's PPO split."""
     if cfg.prompts:
-        from .generate import read_prompts
-
+        from ..data.chat import heldout_prompts, read_prompts
         from ..data.sources import parse_columns
 
         rows = read_prompts(cfg.prompts, parse_columns(cfg.columns))
+        if cfg.heldout_share > 0:
+            rows = heldout_prompts(rows, cfg.heldout_share, heldout=False)
         records = [{"id": r.get("id", i), "prompt": r["messages"] if isinstance(r.get("messages"), list) else r["prompt"]}
                    for i, r in enumerate(rows)]
     else:
         records = list(world.prompts("ppo"))
     if not records:
-        raise UserError(f"{cfg.prompts or 'the world'}: no training prompts")
+        kept = f" outside the --heldout-share {cfg.heldout_share:g}" if cfg.prompts and cfg.heldout_share > 0 else ""
+        raise UserError(f"{cfg.prompts or 'the world'}: no training prompts{kept}")
     return records
+
+
+def prompt_room(cfg: PPOConfig, policy: str) -> int:
+    """The longest prompt kept (its last tokens): --max-prompt-len, or less where a policy with learned position
+    embeddings (``memory.hard_context``) has no room for the prompt and --max-new-tokens of response."""
+    from ..memory import hard_context
+
+    context = hard_context(policy)
+    if not context or cfg.max_prompt_len + cfg.max_new_tokens <= context:
+        return cfg.max_prompt_len
+    if context - cfg.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens: {cfg.max_new_tokens} leaves no room for a prompt in the policy's context of {context} tokens")
+    return context - cfg.max_new_tokens
 
 
 # ---------------------------------------------------------------------------------------------- evaluation helpers
@@ -234,7 +251,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     from .. import rl
     from ..adapters import BaseView, adapters_off_call, add_lora, check_quantization, has_lora, quantization_kwargs, reference
     from ..sharding import Replica, choose, full_state, load_device, shard
-    from ..models import autocast_dtype, count_parameters, load_causal_lm, save_model
+    from ..models import autocast_dtype, count_parameters, load_causal_lm, resize_for_tokenizer, save_model
     from ..sampling import SamplingParams, make_sampler
     from ..tokenizer import load_tokenizer, stop_token_ids
     from ..evaluation import heldout_lm_loss
@@ -273,13 +290,14 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             world = World.load(paths["world"])
         tok = load_tokenizer(paths["policy"])
         records = load_prompt_records(cfg, world)
-        prompt_ids = encode_records(tok, records, cfg.max_prompt_len)
+        prompt_len = prompt_room(cfg, paths["policy"])
+        prompt_ids = encode_records(tok, records, prompt_len)
         eval_records: list[dict] = []
         if world is not None and cfg.eval_every > 0:
             pool = list(world.prompts("eval"))
             pick = np.random.default_rng(cfg.seed).permutation(len(pool))[: cfg.eval_prompts]
             eval_records = [pool[i] for i in sorted(pick)]
-        eval_ids = encode_records(tok, eval_records, cfg.max_prompt_len) if eval_records else []
+        eval_ids = encode_records(tok, eval_records, prompt_len) if eval_records else []
         ptx_batches, corpus_val, train_tokens = None, None, None
         if paths["corpus"] and (ptx_coef > 0 or (cfg.val_tokens > 0 and world is None)):
             from ..data.corpus import PackedBatches, tokenize_corpus
@@ -303,9 +321,11 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         d.sharding = choose(cfg.sharding, d, [(paths["policy"], True)] * 2 + [(paths["policy"], False)] * 2)
         sharded = d.sharding == "fsdp"
         where = load_device(d)  # sharded: loaded on the CPU, each unit's shard moved to the device as it is sharded
-        policy_lm = add_lora(no_dropout(load_causal_lm(paths["policy"], where, quantization=quantization_kwargs(cfg))), cfg, what="policy")
+        # a policy whose tokenizer gained tokens (a base model's: pad, the chat markers) grows alike in both copies
+        policy_lm = add_lora(no_dropout(resize_for_tokenizer(load_causal_lm(paths["policy"], where, quantization=quantization_kwargs(cfg)), tok)),
+                             cfg, what="policy")
         stop_ids = sorted(set(stop_ids) | set(stop_token_ids(tok, getattr(policy_lm, "generation_config", None))))
-        ref_lm = reference(policy_lm, lambda: no_dropout(load_causal_lm(paths["policy"], device=where)))
+        ref_lm = reference(policy_lm, lambda: no_dropout(resize_for_tokenizer(load_causal_lm(paths["policy"], device=where), tok)))
         value_src = paths["value"] or paths["policy"]
         # with adapters, the value model is a second adapter (and its own head) on the reward model's frozen trunk, which
         # scores with that adapter off: one reward-model trunk in memory, not two (unsharded: the scorer reads the trunk

@@ -44,6 +44,11 @@ class ComparisonsConfig(TrainConfig):
     empty_responses: str = field("skip", "empty responses in --data files: skip (reported), keep, or error", choices=("skip", "keep", "error"))
     val_fraction: float = field(0.05, "share of file comparisons held out when there is no held-out split or --eval-data", ge=0.0, le=0.5)
     max_comparisons: int = field(0, "train on at most this many comparisons (0 = all)", ge=0)
+    judge_share: float = field(0.0, "set this share of --data's prompts aside for a judge reward model (chosen by a hash of the "
+                                    "prompt, the same on every run): never trained or validated on here (0 = none set aside)",
+                               ge=0.0, lt=1.0)
+    as_judge: bool = field(False, "train on the share --judge-share sets aside instead, and on nothing else: the judge of igpt run's "
+                                  "evaluation, independent of the reward model trained on the rest")
 
 
 @dataclasses.dataclass
@@ -145,7 +150,7 @@ def load_data(cfg: RewardConfig, data: list[str]) -> tuple[list, list, Any]:
 
     skips = SkipReport()
     columns = parse_columns(cfg.columns)
-    comps = read_sources(data, cfg.empty_responses, skips, columns)
+    comps = judge_part(read_sources(data, cfg.empty_responses, skips, columns), cfg.judge_share, cfg.as_judge)
     train = [c for c in comps if not c.heldout]
     held = [c for c in comps if c.heldout]
     if cfg.eval_data:
@@ -161,12 +166,48 @@ def load_data(cfg: RewardConfig, data: list[str]) -> tuple[list, list, Any]:
         held = [c for c in train if frac(c) < cfg.val_fraction]
         train = [c for c in train if frac(c) >= cfg.val_fraction]
     if not train:
-        raise UserError(f"no training comparisons in {', '.join(data)} ({skips.summary()})")
+        part = " (the --judge-share set aside)" if cfg.as_judge else ""
+        raise UserError(f"no training comparisons{part} in {', '.join(data)} ({skips.summary()})")
     if cfg.group_pairs:
         train, held = group_pairwise(train), group_pairwise(held)
     if cfg.max_comparisons:
         train = train[: cfg.max_comparisons]
     return train, held, skips
+
+
+def judge_part(comparisons: list[Any], share: float, as_judge: bool) -> list[Any]:
+    """The comparisons a trainer may read: with no judge ``share``, all of them; with one, those of the prompts outside
+    it, or (``as_judge``) those inside it. A prompt's comparisons all fall on one side, by a hash of the prompt."""
+    from ..data.preferences import prompt_key
+    from ..data.sources import hash_share
+
+    if as_judge and share <= 0:
+        raise UserError("--as-judge: give the share to train the judge on with --judge-share (for example 0.2)")
+    if share <= 0:
+        return comparisons
+    return [c for c in comparisons if (hash_share(prompt_key(c.prompt), "judge") < share) == as_judge]
+
+
+def prompt_fingerprints(comparisons: list[Any]) -> list[str]:
+    """A short hash of each distinct prompt, sorted: what a reward model's folder records of the prompts it read
+    (``PROMPTS_FILE``), so an evaluation can check that its judge never saw the training reward model's."""
+    import hashlib
+
+    from ..data.preferences import prompt_key
+
+    return sorted({hashlib.blake2b(prompt_key(c.prompt).encode("utf-8"), digest_size=8).hexdigest() for c in comparisons})
+
+
+def judge_independence(judge: str | Path, reward_model: str | Path) -> dict | None:
+    """How many prompts a judge reward model and the training reward model both read, from the prompt hashes their
+    folders record (``PROMPTS_FILE``); None when either folder has no record (a hub model, or one trained elsewhere)."""
+    from ..reward_model import PROMPTS_FILE
+
+    files = [Path(judge) / PROMPTS_FILE, Path(reward_model) / PROMPTS_FILE]
+    if not all(f.is_file() for f in files):
+        return None
+    a, b = ({x for x in f.read_text().split() if x} for f in files)
+    return {"judge_prompts": len(a), "reward_model_prompts": len(b), "shared_prompts": len(a & b)}
 
 
 class Encoder:
@@ -200,7 +241,7 @@ def build_reward_model(backbone: str, tok: Any, seed: int, cfg: Any = None, devi
     from transformers import AutoModelForSequenceClassification
 
     from ..adapters import add_lora, quantization_kwargs
-    from ..models import load_pretrained
+    from ..models import load_pretrained, resize_for_tokenizer
     from ..reward_model import head_of, init_head
 
     quantization = quantization_kwargs(cfg)
@@ -208,9 +249,7 @@ def build_reward_model(backbone: str, tok: Any, seed: int, cfg: Any = None, devi
                             device=device if str(device) == "meta" else None,
                             **({**quantization, "device_map": {"": device}} if quantization else {}))
     vocab = model.get_input_embeddings().weight.shape[0]
-    if len(tok) > vocab:
-        model.resize_token_embeddings(len(tok))
-    model.config.pad_token_id = tok.pad_token_id
+    resize_for_tokenizer(model, tok)
     model.config.problem_type = "regression"
     init_head(model, seed)
     grown = (model.get_input_embeddings(),) if len(tok) > vocab else ()
@@ -431,7 +470,7 @@ def run(cfg: RewardConfig) -> Path:
     from ..data.preferences import shuffle_into_pairs
     from ..sharding import Replica, choose, load_device, shard
     from ..models import autocast_dtype, enable_residual_dropout, save_model
-    from ..reward_model import STATS_FILE, collate, ranking_loss
+    from ..reward_model import PROMPTS_FILE, STATS_FILE, collate, ranking_loss
     from ..tokenizer import load_tokenizer
     from ..train import Loop, Part, all_reduce_mean, barrier, build_optimizer, in_process_group, seed_everything, wrap_ddp
     from . import label as label_stage
@@ -550,6 +589,7 @@ def run(cfg: RewardConfig) -> Path:
             save_model(model, tok, work, str(paths["model"]) if cfg.save_adapter else "", state=replica.state)
             (work / STATS_FILE).write_text(json.dumps(stats, indent=1))
             (work / "skipped.txt").write_text(skips.summary() + "\n")
+            (work / PROMPTS_FILE).write_text("".join(f + "\n" for f in prompt_fingerprints(train + held)))
             save_config(cfg, work)
             shutil.rmtree(work / "checkpoint", ignore_errors=True)
             finish_output(work, out, {"step": step, **{k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}})
