@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "instructgpt"
 # lowest first; a package name stands for every module in it
 LAYERS = [
     ["errors", "textio", "config", "rundir"],
-    ["models", "adapters", "sharding", "tokenizer", "sampling", "train", "checkpoint", "memory", "rl", "overopt", "evaluation", "reward_model", "episodes", "policy"],
+    ["models", "adapters", "sharding", "tokenizer", "sampling", "train", "checkpoint", "memory", "rl", "overopt", "evaluation", "reward_model", "lm_judge", "episodes", "policy"],
     ["data", "world", "store"],
     ["report", "seeds", "web"],
     ["stages"],
