@@ -234,3 +234,23 @@ def test_the_one_gpu_config_reaches_every_stage_of_a_run_on_your_own_model(tmp_p
     assert configs["ppo"].policy == sft and configs["ppo"].heldout_share == 0.1 and configs["ppo"].ptx_coef == 0.0
     assert configs["eval"].prompts == "prompts" and configs["eval"].heldout_share == 0.1 and configs["eval"].judge == str(tmp_path / "judge")
     assert configs["eval"].n_winrate == 1000  # the gpu preset's
+
+
+def test_several_seeds_on_your_own_data(tmp_path, capsys, one_thread):
+    """--seeds on your own data: each seed its own reward model, judge and policies, the report over seeds, the claims
+    in terms of the judge, and no column a world would fill."""
+    model = _model("gpt2", tmp_path / "model")
+    run = tmp_path / "run"
+    assert main(["run", "--preset", "tiny", "--model", str(model), "--preferences", str(HH), "--prompts", str(HH), "--run", str(run),
+                 "--seeds", "2", *SHARES]) == 0
+    out = capsys.readouterr().out
+    for seed in (0, 1):
+        results = json.loads((run / f"seed-{seed}" / "eval" / "results.json").read_text())
+        assert results["judge"] == str(run / f"seed-{seed}" / "judge") and results["judge_independence"]["shared_prompts"] == 0
+        assert list(results["models"]) == ["sft", "dpo", "ppo"]
+    agg = json.loads((run / "eval" / "results.json").read_text())
+    assert agg["seeds"] == [0, 1] and agg["judged_by"] == "judge_reward_model"
+    assert agg["models"]["ppo"]["judge_score_mean"]["mean"] is not None
+    assert [c["id"] for c in agg["claims"]] == ["ppo_win_rate"] and "by the judge" in agg["claims"][0]["claim"]
+    table = out[out.index("over 2 seeds"):]
+    assert "judge" in table and "RM" in table and "halluc." not in table and "gold" not in table.split("\n")[1]

@@ -106,8 +106,9 @@ def _lt(a: Any, b: Any) -> bool | None:
     return None if a is None or b is None else a < b
 
 
-def _claims() -> list[tuple[str, str, str | None, Callable[[dict], bool | None], Callable[[dict], tuple[Any, bool | None]] | None]]:
-    """(id, statement, model of the pooled test, test on one seed's results, pooled test on the aggregated models)."""
+def _claims(judge: str = "the held-out labelers") -> list[tuple[str, str, str | None, Callable[[dict], bool | None], Callable[[dict], tuple[Any, bool | None]] | None]]:
+    """(id, statement, model of the pooled test, test on one seed's results, pooled test on the aggregated models);
+    ``judge``: who decides the win rates."""
     out: list = [
         ("sft_beats_pretrained", "SFT is preferred to the pretrained model in at least 80% of comparisons", None,
          lambda r: None if _m(r, "pretrained", "win_rate_vs_sft") is None else 1 - _m(r, "pretrained", "win_rate_vs_sft") >= 0.8, None),
@@ -120,7 +121,7 @@ def _claims() -> list[tuple[str, str, str | None, Callable[[dict], bool | None],
             (f"{key}_gold_gain", f"{label} scores above SFT by the gold judge (paired gain, 95% interval above 0)", key,
              lambda r, k=key: None if _m(r, k, "gold_gain_vs_sft") is None else significant(_m(r, k, "gold_gain_vs_sft")),
              lambda agg, k=key: (agg[k]["gold_gain_pooled"], significant(agg[k]["gold_gain_pooled"]))),
-            (f"{key}_win_rate", f"{label} is preferred to SFT by the held-out labelers (win rate above 0.5; pooled 95% interval above 0.5)", key,
+            (f"{key}_win_rate", f"{label} is preferred to SFT by {judge} (win rate above 0.5; pooled 95% interval above 0.5)", key,
              lambda r, k=key: None if _m(r, k, "win_rate_vs_sft") is None else _m(r, k, "win_rate_vs_sft") > 0.5,
              lambda agg, k=key: (agg[k]["win_rate_pooled"], None if agg[k]["win_rate_pooled"]["rate"] is None
                                  else agg[k]["win_rate_pooled"]["ci95"][0] > 0.5)),
@@ -138,9 +139,12 @@ def _claims() -> list[tuple[str, str, str | None, Callable[[dict], bool | None],
 
 def judge_claims(per_seed: list[dict], models: dict) -> list[dict]:
     """Each claim's verdict: the seeds it holds on, the pooled test where there is one, and whether it holds overall
-    (on every seed, and in the pooled test). A claim about a model the runs lack is left out."""
+    (on every seed, and in the pooled test). A claim about a model or a measure the runs lack is left out."""
+    kind = per_seed[0].get("judged_by") or "" if per_seed else ""
+    judge = ("the held-out labelers" if kind.startswith("heldout") else "the judge" if kind.startswith("judge_")
+             else "the reward model (a proxy)")
     verdicts = []
-    for cid, text, model, one, pooled in _claims():
+    for cid, text, model, one, pooled in _claims(judge):
         per = [one(r) for r in per_seed]
         if all(v is None for v in per):
             continue

@@ -88,7 +88,11 @@ def format_seeds(agg: dict) -> str:
     cols = [("win vs SFT", "win_rate_vs_sft", "{:.2f}"), ("gold", "gold_score_mean", "{:.3f}"), ("halluc.", "hallucination_rate", "{:.2f}"),
             ("harmful", "harmful_compliance_rate", "{:.2f}"), ("truthful", "truthful_rate", "{:.2f}"),
             ("asks Q", "continues_with_question_rate", "{:.2f}"), ("LM loss", "pretrain_val_loss", "{:.3f}"),
-            ("probes", "probe_accuracy", "{:.2f}")]
+            ("probes", "probe_accuracy", "{:.2f}"), ("judge", "judge_score_mean", "{:+.3f}"), ("RM", "rm_score_mean", "{:+.3f}")]
+    # what no model measured (without a world: the gold judge's rates, the probes) is left out; the RM column only beside a judge
+    cols = [c for c in cols if any((m.get(c[1]) or {}).get("mean") is not None for m in agg["models"].values())]
+    if not any(c[1] == "judge_score_mean" for c in cols):
+        cols = [c for c in cols if c[1] != "rm_score_mean"]
     head = f"{'model':<20}" + "".join(f"{c[0]:>15}" for c in cols)
     lines = [f"over {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± between-seed standard deviation", head, "-" * len(head)]
     for name, m in agg["models"].items():

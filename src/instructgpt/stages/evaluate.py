@@ -28,7 +28,7 @@ from ..report.text import format_table
 from .reward import judge_independence
 from ..models import check_model_ref
 from ..rundir import (
-    BEST_OF_N, PROMPTED, RUN_FILE, RUN_MODELS, STAGES, begin_output, completion, in_run, peak_memory, snapshots, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings,
+    BEST_OF_N, PROMPTED, RUN_FILE, RUN_MODELS, STAGES, begin_output, completion, in_run, peak_memory, snapshots, finish_output, finished_models, finite_json, is_complete, own_output, read_host, read_timings, table_models,
 )
 
 RESULTS_SCHEMA_VERSION = 1
@@ -114,7 +114,8 @@ def _candidates(cfg: EvalConfig, run: Path | None) -> list[Candidate]:
         cands.append(Candidate(name, path, "chat"))
     if not any(c.name == "sft" for c in cands):
         raise UserError("no SFT model to compare against: the run has no complete sft/ folder (or pass --models sft=PATH)")
-    return cands
+    order = [m.key for m in table_models()]  # the recipe's order, whether a model is the run's or given with --models
+    return sorted(cands, key=lambda c: order.index(c.name) if c.name in order else len(order))
 
 
 def _generate(model: Any, tok: Any, prompts: list[Any], mode: str, cfg: EvalConfig, seed: int) -> list[str]:
