@@ -171,7 +171,13 @@ def test_an_interrupted_run_resumes_and_keeps_to_its_inputs(tmp_path, capsys, on
     assert "rm           already complete" in err and "ppo          running (resuming)" in err
     steps = [json.loads(x)["step"] for x in (run / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 4
-    assert (run / "eval" / "results.json").is_file()
+    first = json.loads((run / "eval" / "results.json").read_text())
+    # igpt eval --run alone evaluates the run again as the run did: its held-out prompts, its judge, its SFT model
+    assert main(["eval", "--run", str(run), "--preset", "tiny", "--overwrite"]) == 0
+    again = json.loads((run / "eval" / "results.json").read_text())
+    assert again["judge"] == first["judge"] and list(again["models"]) == list(first["models"]) == ["sft", "dpo", "ppo"]
+    assert [m["win_rate_vs_sft"] for m in again["models"].values()] == [m["win_rate_vs_sft"] for m in first["models"].values()]
+    assert again["models"]["sft"]["path"] == str(model)
     # the folder holds a run on these inputs: other preferences are refused in one line
     other = tmp_path / "other.jsonl"
     other.write_text(HH.read_text())

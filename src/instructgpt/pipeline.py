@@ -280,6 +280,9 @@ def _resuming(folder: Path) -> str:
 
 def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings_path: Path) -> None:
     """Record a finished stage's wall time in ``timings.json`` and print its summary line."""
+    if name != "world" and not is_complete(run_dir / name):  # stopped early by its own stop_after
+        print(f"  - {name:<12} {_fmt_time(seconds):>8}   stopped before its end, checkpoint in {partial_path(run_dir / name)}", file=sys.stderr)
+        return
     timings[name] = round(seconds, 1)
     timings_path.write_text(json.dumps(timings, indent=1))
     print(f"  ✓ {name:<12} {_fmt_time(timings[name]):>8}   {_summary(run_dir / name)}", file=sys.stderr)
@@ -491,7 +494,9 @@ def _run(cfg: RunConfig, run_dir: Path, configs: list[tuple[str, Any, Any]], inp
     if old is not None and (old.get("preset") != cfg.preset or old.get("seed") != cfg.seed or old.get("inputs") != meta.get("inputs")):
         raise UserError(f"{run_dir} was started with preset {old.get('preset')} and seed {old.get('seed')}{_other_inputs(old, meta)}; "
                         "use another --run folder")
-    if old is None:
+    if cfg.model:  # what igpt eval --run reads to evaluate the run again as the run did
+        meta["eval"] = {k: v for k, v in own_data_wiring("eval", cfg, run_dir).items()}
+    if old is None or (cfg.model and old.get("eval") != meta["eval"]):
         meta_path.write_text(json.dumps(meta))
     timings_path = run_dir / TIMINGS_FILE
     timings: dict[str, float] = read_timings(run_dir)
@@ -518,6 +523,12 @@ def _run(cfg: RunConfig, run_dir: Path, configs: list[tuple[str, Any, Any]], inp
             mod.run(sub)
             eval_ran = eval_ran or name == "eval"
             _stage_done(run_dir, name, time.time() - t0, timings, timings_path)
+        stopped = [n for n in ([c[0] for c in pending_rl] if side_by_side and name == "ppo" else [name])
+                   if n != "world" and partial_path(run_dir / n).is_dir() and not is_complete(run_dir / n)]
+        if stopped:  # a stage's own stop_after: later stages would run without it
+            print(f"igpt run: {', '.join(stopped)} stopped before its end (its stop_after), keeping its checkpoint; "
+                  "igpt run again continues it", file=sys.stderr)
+            return run_dir
         if name == cfg.stop_after:
             break
     results = in_run(run_dir, "eval", "results.json")

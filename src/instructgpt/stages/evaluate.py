@@ -164,8 +164,23 @@ def run(cfg: EvalConfig) -> Path:
             raise UserError("--models: cannot be combined with aggregating seed runs")
         with own_output(out):
             return write_aggregate(seed_runs, out, cfg.report)
+    if run_dir is not None and not cfg.prompts:
+        cfg = _as_the_run_did(cfg, run_dir)
     with own_output(out):
         return _evaluate(cfg, run_dir, out)
+
+
+def _as_the_run_did(cfg: EvalConfig, run_dir: Path) -> EvalConfig:
+    """A run of igpt run on your own model and data (its run.json holds the evaluation's inputs) is evaluated again on the
+    same held-out prompts, by the same judge, against the same SFT model, unless other options are given."""
+    meta_path = run_dir / RUN_FILE
+    saved = (json.loads(meta_path.read_text()).get("eval") or {}) if meta_path.is_file() else {}
+    if not saved:
+        return cfg
+    named = {m.partition("=")[0] for m in cfg.models}
+    return dataclasses.replace(cfg, prompts=saved.get("prompts", ""), heldout_share=saved.get("heldout_share", 0.0),
+                               judge=cfg.judge or saved.get("judge", ""),
+                               models=list(cfg.models) + [m for m in saved.get("models", []) if m.partition("=")[0] not in named])
 
 
 def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
