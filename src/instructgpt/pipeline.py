@@ -60,8 +60,9 @@ class RunConfig(StageConfig):
                                   "which PPO never trains on)")
     heldout_share: float = field(0.1, "with --model and no --eval-prompts: the share of --prompts kept out of PPO for the evaluation",
                                  gt=0.0, lt=1.0)
-    judge: str = field("", "with --model: the evaluation's judge, a reward-model folder or hub id (default: a reward model trained "
-                           "on the --judge-share of --preferences, whose prompts the training reward model never sees)")
+    judge: str = field("", "with --model: the evaluation's judge, a folder or hub id of a reward model, or of a causal LM that compares "
+                           "each answer with SFT's (default: a reward model trained on the --judge-share of --preferences, whose "
+                           "prompts the training reward model never sees)")
     judge_share: float = field(0.2, "with --model and no --judge: the share of --preferences' prompts set aside for the judge",
                                gt=0.0, lt=1.0)
 
@@ -345,7 +346,7 @@ def check_own_data(cfg: RunConfig) -> dict[str, Any]:
         elif not Path(value).is_file():
             raise UserError(f"--preferences: {value}: comparison store not found")
     if cfg.judge:
-        check_model_ref(cfg.judge, "--judge: reward model")
+        check_model_ref(cfg.judge, "--judge: the judge")
     return {"model": cfg.model, **{name: getattr(cfg, name) for name in OWN_DATA if getattr(cfg, name)},
             **({} if cfg.judge else {"judge_share": cfg.judge_share}), **({} if cfg.eval_prompts else {"heldout_share": cfg.heldout_share})}
 

@@ -202,7 +202,7 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         raise UserError("--judge: the run has a built-in world, whose held-out labelers and gold judge are the referee; "
                         "--judge is for runs on your own prompts")
     if cfg.judge:
-        check_model_ref(cfg.judge, "--judge: reward model")
+        check_model_ref(cfg.judge, "--judge: the judge")
     if world is None and rm_path is None and not cfg.judge:
         raise UserError("without a world, give --judge REWARD_MODEL (or a run with a complete rm/ folder, which then judges as a proxy)")
     work = begin_output(out, overwrite=cfg.overwrite, resume=False)
