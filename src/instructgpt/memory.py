@@ -134,30 +134,27 @@ def report(stage: str, rows: list[ModelMemory], tokens: int, seq_len: int, check
     return "\n".join(lines)
 
 
-def context_of(source: Any) -> int:
-    """A model's context length from its folder or config (0 when it does not say)."""
-    if hasattr(source, "to_dict"):
-        config = source
-    else:
+def _text_config(source: Any) -> Any:
+    """The (text) config of a model folder, hub id or config, read without any weight."""
+    config = source
+    if not hasattr(source, "to_dict"):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(str(source))
-    text = getattr(config, "text_config", None) or config
+    return getattr(config, "text_config", None) or config
+
+
+def context_of(source: Any) -> int:
+    """A model's context length from its folder or config (0 when it does not say)."""
+    text = _text_config(source)
     return int(getattr(text, "max_position_embeddings", 0) or getattr(text, "n_positions", 0) or 0)
 
 
 def hard_context(source: Any) -> int:
     """``context_of`` for a model with learned (absolute) position embeddings, which has no position past its context;
     0 for one with rotary positions (any ``rope_*`` or ``rotary_*`` setting), which can run past it."""
-    config = source if hasattr(source, "to_dict") else None
-    if config is None:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(str(source))
-    text = getattr(config, "text_config", None) or config
-    if any(k.startswith(("rope", "rotary")) for k in text.to_dict()):
-        return 0
-    return context_of(text)
+    text = _text_config(source)
+    return 0 if any(k.startswith(("rope", "rotary")) for k in text.to_dict()) else context_of(text)
 
 
 def dry_run(stage: str, cfg: Any, models: list[tuple[str, Any, bool, bool]], tokens: int, seq_len: int) -> None:

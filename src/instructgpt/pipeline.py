@@ -281,8 +281,7 @@ def _resuming(folder: Path) -> str:
 
 def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings_path: Path) -> None:
     """Record a finished stage's wall time in ``timings.json`` and print its summary line."""
-    if name != "world" and not is_complete(run_dir / name):  # stopped early by its own stop_after
-        print(f"  - {name:<12} {_fmt_time(seconds):>8}   stopped before its end, checkpoint in {partial_path(run_dir / name)}", file=sys.stderr)
+    if name != "world" and not is_complete(run_dir / name):  # stopped early by its own stop_after: _run says so
         return
     timings[name] = round(seconds, 1)
     timings_path.write_text(json.dumps(timings, indent=1))
@@ -336,15 +335,9 @@ def check_own_data(cfg: RunConfig) -> dict[str, Any]:
                         "a saved dataset or a dataset id such as Anthropic/hh-rlhf)")
     if not cfg.prompts:
         raise UserError("--prompts: give PPO's prompts (any data source; a file of demonstrations or comparisons gives their prompts)")
-    for name in ("sft_data", "prompts", "ptx_corpus", "eval_prompts"):
-        value = getattr(cfg, name)
-        if value and not (name == "ptx_corpus" and Path(value).is_file()):  # a corpus may also be a .txt file
-            _named(f"--{name.replace('_', '-')}", lambda: resolve(value, "data"))
-    for value in cfg.preferences:
-        if not str(value).endswith((".sqlite", ".db", ".sqlite3")):
-            _named("--preferences", lambda: resolve(value, "comparisons"))
-        elif not Path(value).is_file():
-            raise UserError(f"--preferences: {value}: comparison store not found")
+    # (the data itself is read, and a missing source refused, by read_own_data; the corpus is read by the stages only)
+    if cfg.ptx_corpus and not Path(cfg.ptx_corpus).is_file():  # a corpus may also be a .txt file
+        _named("--ptx-corpus", lambda: resolve(cfg.ptx_corpus, "pretraining corpus"))
     if cfg.judge:
         check_model_ref(cfg.judge, "--judge: the judge")
     return {"model": cfg.model, **{name: getattr(cfg, name) for name in OWN_DATA if getattr(cfg, name)},

@@ -395,10 +395,14 @@ def context_length(model: Any) -> int:
 
 
 def fit_context(prompts: list[list[int]], context: int, max_new_tokens: int) -> list[list[int]]:
-    """Each prompt cut to its last ``context - max_new_tokens`` tokens, so that the response fits after it (left whole
-    when there is no such limit, or no room for any prompt)."""
+    """Each prompt cut to its last ``context - max_new_tokens`` tokens, so that the response fits after it in a model
+    that cannot run past ``context`` (``context_length``; 0: no such limit, the prompts are left whole)."""
+    from .errors import UserError
+
     room = context - max_new_tokens
-    if not context or room < 1 or all(len(p) <= room for p in prompts):
+    if context and room < 1:
+        raise UserError(f"--max-new-tokens: {max_new_tokens} leaves no room for a prompt in the model's context of {context} tokens")
+    if not context or all(len(p) <= room for p in prompts):
         return prompts
     return [p[-room:] for p in prompts]
 

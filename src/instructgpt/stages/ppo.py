@@ -199,19 +199,6 @@ def load_prompt_records(cfg: PPOConfig, world: Any) -> list[dict]:
     return records
 
 
-def prompt_room(cfg: PPOConfig, policy: str) -> int:
-    """The longest prompt kept (its last tokens): --max-prompt-len, or less where a policy with learned position
-    embeddings (``memory.hard_context``) has no room for the prompt and --max-new-tokens of response."""
-    from ..memory import hard_context
-
-    context = hard_context(policy)
-    if not context or cfg.max_prompt_len + cfg.max_new_tokens <= context:
-        return cfg.max_prompt_len
-    if context - cfg.max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens: {cfg.max_new_tokens} leaves no room for a prompt in the policy's context of {context} tokens")
-    return context - cfg.max_new_tokens
-
-
 # ---------------------------------------------------------------------------------------------- evaluation helpers
 def gold_eval(policy_lm: Any, tok: Any, world: Any, records: list[dict], prompt_ids: list[list[int]], cfg: PPOConfig,
               stop_ids: list[int]) -> dict:
@@ -252,7 +239,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     from ..adapters import BaseView, adapters_off_call, add_lora, check_quantization, has_lora, quantization_kwargs, reference
     from ..sharding import Replica, choose, full_state, load_device, shard
     from ..models import autocast_dtype, count_parameters, load_causal_lm, resize_for_tokenizer, save_model
-    from ..sampling import SamplingParams, make_sampler
+    from ..memory import hard_context
+    from ..sampling import SamplingParams, fit_context, make_sampler
     from ..tokenizer import load_tokenizer, stop_token_ids
     from ..evaluation import heldout_lm_loss
     from ..train import Loop, Part, all_reduce_mean, barrier, build_optimizer, check_finite, in_process_group, seed_everything, wrap_ddp
@@ -290,14 +278,15 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             world = World.load(paths["world"])
         tok = load_tokenizer(paths["policy"])
         records = load_prompt_records(cfg, world)
-        prompt_len = prompt_room(cfg, paths["policy"])
-        prompt_ids = encode_records(tok, records, prompt_len)
+        # a policy with learned positions (GPT-2, OPT) has no room past its context: prompts keep their end
+        context = hard_context(paths["policy"])
+        prompt_ids = fit_context(encode_records(tok, records, cfg.max_prompt_len), context, cfg.max_new_tokens)
         eval_records: list[dict] = []
         if world is not None and cfg.eval_every > 0:
             pool = list(world.prompts("eval"))
             pick = np.random.default_rng(cfg.seed).permutation(len(pool))[: cfg.eval_prompts]
             eval_records = [pool[i] for i in sorted(pick)]
-        eval_ids = encode_records(tok, eval_records, prompt_len) if eval_records else []
+        eval_ids = fit_context(encode_records(tok, eval_records, cfg.max_prompt_len), context, cfg.max_new_tokens) if eval_records else []
         ptx_batches, corpus_val, train_tokens = None, None, None
         if paths["corpus"] and (ptx_coef > 0 or (cfg.val_tokens > 0 and world is None)):
             from ..data.corpus import PackedBatches, tokenize_corpus
