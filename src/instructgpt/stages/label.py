@@ -29,9 +29,9 @@ from ..config import StageConfig, field, save_config
 from ..errors import UserError
 from ..rundir import STORE_FILE, begin_output, finish_output, in_run, is_complete, own_output, partial_path
 
-# The policy's own distribution, as InstructGPT's comparisons were of its models' outputs: of K = 6 responses, four SFT
-# samples at temperature 1 (what PPO samples) and two at 0.7 (what the evaluation samples). A spec listed twice gets
-# twice the slots.
+# The policy's own distribution, as InstructGPT's comparisons were of its models' outputs: of K = 9 responses (the default
+# preset's), six SFT samples at temperature 1 (what PPO samples) and three at 0.7 (what the evaluation samples). A spec
+# listed twice gets twice the slots.
 DEFAULT_MODELS = ["sft@1.0", "sft@0.7", "sft@1.0"]
 
 
@@ -42,7 +42,7 @@ class LabelConfig(StageConfig):
     stage: ClassVar[str] = "label"
     presets: ClassVar[dict] = {
         "tiny": dict(n_prompts=44, heldout_prompts=16, k=4, max_new_tokens=24, chunk_prompts=16),
-        "default": dict(n_prompts=0, heldout_prompts=128, k=6, max_new_tokens=48, chunk_prompts=64),
+        "default": dict(n_prompts=0, heldout_prompts=128, k=9, max_new_tokens=48, chunk_prompts=64),
         "gpu": dict(n_prompts=2700, heldout_prompts=300, k=6, max_new_tokens=96, chunk_prompts=256, batch_size=256),
     }
 
