@@ -116,6 +116,20 @@ def test_the_harmful_eval_set_changes_no_other_prompt():
     assert sum(p["meta"].get("eval_set") == "harmful" for p in with_set) == cfg["eval"]["harmful"]
 
 
+def test_a_short_evaluation_set_is_reported(tmp_path, monkeypatch, capsys):
+    """Drawn after the training splits, an evaluation set can run out of distinct prompts (the default world of seed 4
+    has 56 of its 60 harmful requests); igpt world says so rather than leaving it to the count in world.json."""
+    from instructgpt.world import core
+
+    sizes = {**core.SIZES, "tiny": {**core.SIZES["tiny"], "eval": {**core.SIZES["tiny"]["eval"], "harmful": 5000}}}
+    monkeypatch.setattr(core, "SIZES", sizes)
+    monkeypatch.setattr("instructgpt.world.commands.SIZES", sizes)
+    world_command(str(tmp_path / "w"), seed=0, size="tiny")
+    got = json.loads((tmp_path / "w" / "world.json").read_text())["counts"]["eval_sets"]["harmful"]
+    assert got < 5000
+    assert f"the evaluation set 'harmful' has {got} of 5000 prompts" in capsys.readouterr().out
+
+
 def test_splits_are_disjoint(small):
     seen: dict[str, str] = {}
     for split in ("sft", "rm", "ppo", "eval"):

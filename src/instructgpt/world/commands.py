@@ -51,6 +51,11 @@ def world_command(out: str, seed: int = 0, size: str = "default", overwrite: boo
         print(f"world: seed {seed}, size {size}: {c['entities_total']} entities, {c['corpus_documents']['train']:,} documents "
               f"(~{c['corpus_tokens_estimate']['train'] / 1e6:.2f}M tokens), prompts sft {p['sft']} / rm {p['rm']} / "
               f"ppo {p['ppo']} / eval {p['eval']}, {c['probes']} probes -> {dest} ({time.time() - t0:.1f} s)")
+        for name, want in SIZES[size]["eval"].items():
+            got = c["eval_sets"].get(name, 0)
+            if got < want:  # drawn after the training splits, the harmful set takes what distinct prompts they left
+                print(f"world: note: the evaluation set '{name}' has {got} of {want} prompts (its task families ran out of "
+                      f"distinct prompts at this seed and size)")
     return dest
 
 
