@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import sys
 
 import pytest
@@ -149,6 +150,21 @@ def test_ppo_and_ppo_ptx_side_by_side(tiny_run, tmp_path, capsys):
         assert steps[-1] == PPOConfig.presets["tiny"]["steps"]
         log = (run / "logs" / f"{name}.log").read_text()  # and its progress bar, in whole lines
         assert "\r" not in log and f"{steps[-1]}/{steps[-1]}" in [ln for ln in log.splitlines() if ln.startswith(name + ":")][-1]
+
+
+def test_skip_leaves_out_dpo_and_the_evaluation_compares_the_rest(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    _copy_until_rm(tiny_run, run)
+    shutil.rmtree(run / "dpo", ignore_errors=True)  # (there when the whole pipeline ran first)
+    assert main(["run", "--preset", "tiny", "--run", str(run), "--skip", "dpo"]) == 0
+    assert not (run / "dpo").exists() and not (run / "dpo.partial").exists()
+    models = json.loads((run / "eval" / "results.json").read_text())["models"]
+    assert "dpo" not in models and {"sft", "ppo", "ppo_ptx"} <= set(models)
+    capsys.readouterr()
+    assert main(["run", "--preset", "tiny", "--run", str(run), "--skip", "rm"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--skip: 'rm' cannot be left out (only dpo, ppo, ppo-ptx, which no other stage needs)")
+    assert main(["run", "--preset", "tiny", "--run", str(run), "--skip", "dpo", "--stop-after", "dpo"]) == 2
+    assert "--stop-after: 'dpo' is not a stage of this run" in capsys.readouterr().err
 
 
 def test_side_by_side_failure_is_one_line_per_stage(tiny_run, tmp_path, capsys):

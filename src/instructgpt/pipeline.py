@@ -36,13 +36,15 @@ class RunConfig(StageConfig):
 
     stage: ClassVar[str] = "run"
 
-    preset: str = field("", "tiny (under a minute), default (6-16 minutes on a 2-core CPU, by its speed) or gpu (default: default "
+    preset: str = field("", "tiny (under a minute), default (18 minutes a seed on a 2-core CPU at 170 GFLOP/s, 15 with --skip dpo) or gpu (default: default "
                             "on the built-in world; gpu with --model, whose learning rates and batches are for real models)")
     run: str = field("", "run directory (default: runs/<preset>)")
     seed: int = field(0, "seed for the world and every stage", ge=0)
     seeds: str = field("", "run the whole recipe once per seed, into <run>/seed-N/, and report over the seeds in <run>/eval/: "
                            "a count (3: seeds 0, 1, 2) or a list (0,1,2)")
     stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, dpo, ppo, ppo-ptx, eval)")
+    skip: list[str] = field([], "leave out these training stages, which no other stage needs: dpo, ppo, ppo-ptx (--skip dpo: the "
+                                "paper's recipe alone; the evaluation compares the models the run has)")
     device: str = field("auto", "auto, cpu, cuda or cuda:N (for every training stage)")
     side_by_side: str = field("auto", "train PPO and PPO-ptx at the same time, each with half the threads, logs in <run>/logs/: "
                                       "on, off, or auto (on a CPU with 2+ threads, except for the tiny preset, whose RL stages "
@@ -70,10 +72,13 @@ class RunConfig(StageConfig):
 OWN_DATA = ("sft_data", "preferences", "prompts", "ptx_corpus", "eval_prompts", "judge")  # the inputs that need --model
 # the built-in world's stages, which a run on your own model and data does without (the judge is the world's referee)
 WORLD_ONLY = ("world", "tokenizer", "pretrain", "comparisons")
+SKIPPABLE = ("dpo", "ppo", "ppo-ptx")  # the stages no later stage reads
 
 
 def runs_stage(name: str, cfg: RunConfig) -> bool:
     """Whether ``igpt run`` with ``cfg`` has stage ``name``."""
+    if name in cfg.skip:
+        return False
     if not cfg.model:
         return name != "judge"
     if name in WORLD_ONLY:
@@ -290,6 +295,9 @@ def _stage_done(run_dir: Path, name: str, seconds: float, timings: dict, timings
 
 def run(cfg: RunConfig) -> Path:
     cfg = dataclasses.replace(cfg, preset=cfg.preset or ("gpu" if cfg.model else "default"))
+    for name in cfg.skip:
+        if name not in SKIPPABLE:
+            raise UserError(f"--skip: '{name}' cannot be left out (only {', '.join(SKIPPABLE)}, which no other stage needs)")
     if cfg.stop_after and cfg.stop_after not in [s.folder for s in STAGES if runs_stage(s.folder, cfg)]:
         names = ", ".join(s.folder for s in STAGES if runs_stage(s.folder, cfg))
         raise UserError(f"--stop-after: '{cfg.stop_after}' is not a stage of this run ({names})")
