@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ def _winrate_figure(points: list[tuple[str, float, float, float, list[float]]], 
     if ceiling is not None:
         ax.axhline(ceiling, ls=":", color="#2a7", lw=1.5)
         ax.text(-0.4, ceiling + 0.02, ceiling_label, ha="left", fontsize=8, color="#2a7")
-    ax.set_xticks(range(len(points)), [LABELS.get(p[0], p[0]) for p in points])
+    # long names on two lines, so that seven models' labels do not run into each other
+    ax.set_xticks(range(len(points)), ["\n".join(textwrap.wrap(LABELS.get(p[0], p[0]), 10, break_on_hyphens=False, break_long_words=False)) for p in points])
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate against SFT")
     ax.set_title(title, fontsize=10)
