@@ -36,7 +36,7 @@ class RunConfig(StageConfig):
 
     stage: ClassVar[str] = "run"
 
-    preset: str = field("", "tiny (under a minute), default (18 minutes a seed on a 2-core CPU at 170 GFLOP/s, 15 with --skip dpo) or gpu (default: default "
+    preset: str = field("", "tiny (under a minute), default (18 minutes a seed on a 2-core CPU at 170 GFLOP/s, 14 with --skip dpo) or gpu (default: default "
                             "on the built-in world; gpu with --model, whose learning rates and batches are for real models)")
     run: str = field("", "run directory (default: runs/<preset>)")
     seed: int = field(0, "seed for the world and every stage", ge=0)
