@@ -280,13 +280,17 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         records = load_prompt_records(cfg, world)
         # a policy with learned positions (GPT-2, OPT) has no room past its context: prompts keep their end
         context = hard_context(paths["policy"])
-        prompt_ids = fit_context(encode_records(tok, records, cfg.max_prompt_len), context, cfg.max_new_tokens)
+
+        def encode(recs: list[dict]) -> list[list[int]]:
+            return fit_context(encode_records(tok, recs, cfg.max_prompt_len), context, cfg.max_new_tokens)
+
+        prompt_ids = encode(records)
         eval_records: list[dict] = []
         if world is not None and cfg.eval_every > 0:
             pool = list(world.prompts("eval"))
             pick = np.random.default_rng(cfg.seed).permutation(len(pool))[: cfg.eval_prompts]
             eval_records = [pool[i] for i in sorted(pick)]
-        eval_ids = fit_context(encode_records(tok, eval_records, cfg.max_prompt_len), context, cfg.max_new_tokens) if eval_records else []
+        eval_ids = encode(eval_records) if eval_records else []
         ptx_batches, corpus_val, train_tokens = None, None, None
         if paths["corpus"] and (ptx_coef > 0 or (cfg.val_tokens > 0 and world is None)):
             from ..data.corpus import PackedBatches, tokenize_corpus
