@@ -143,3 +143,23 @@ def test_nucleus_filter_keeps_the_same_tokens_as_a_full_sort(monkeypatch):
 
     monkeypatch.setattr(torch, "sort", no_sort)
     assert torch.equal(torch.isinf(sampling._filter_logits(peaked, 0, 0.9)), torch.isinf(expected))
+
+
+def test_prompts_fit_a_learned_position_context_and_rotary_models_are_not_cut():
+    """GPT-2-style models have no position past their context: prompts keep their last tokens so that the response fits,
+    and a --max-new-tokens that leaves no room is one line; rotary models (Llama, Qwen2) have no such limit."""
+    from transformers import GPT2Config, LlamaConfig
+
+    from instructgpt.errors import UserError
+    from instructgpt.memory import hard_context
+    from instructgpt.sampling import fit_context
+
+    gpt2 = GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    llama = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        max_position_embeddings=32)
+    assert hard_context(gpt2) == 32 and hard_context(llama) == 0
+    prompts = [list(range(30)), [1, 2, 3]]
+    assert fit_context(prompts, 32, 8) == [list(range(6, 30)), [1, 2, 3]]
+    assert fit_context(prompts, 0, 8) == prompts and fit_context(prompts, 64, 8) == prompts
+    with pytest.raises(UserError, match="--max-new-tokens: 32 leaves no room for a prompt in the model's context of 32 tokens"):
+        fit_context(prompts, 32, 32)
