@@ -8,7 +8,7 @@ from .. import facts as F
 from .. import text as T
 from ..kb import KnowledgeBase
 from ..vocab import A
-from ..checks import entity_answer, phrase_in, year_answer
+from ..checks import denied, entity_answer, phrase_in, year_answer
 from .base import Family, finish
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,6 +63,9 @@ class ConferenceAbout(Family):
 
     def check(self, a):
         field = a.meta["answer"]
+        no = denied(a, field, field in a.fields)
+        if no:
+            return 0.0, {}, no
         if field in a.fields:
             return (1.0 if len(a.fields) == 1 else 0.5), {}, {}
         if a.fields:
@@ -108,6 +111,9 @@ class PersonWho(Family):
     def check(self, a):
         p = a.kb.get(a.meta["entities"][0])
         prof = p["profession"]
+        no = denied(a, prof, prof in a.professions)
+        if no:
+            return 0.0, {}, no
         if prof in a.professions:
             return (1.0 if len(a.professions) == 1 else 0.5), {}, {}
         if a.professions:
@@ -310,7 +316,7 @@ class ClosedQA(Family):
     def check(self, a):
         m = a.meta
         if not m["answerable"]:
-            if a.says_unknown:
+            if a.says_unknown and not self._guesses(a, m):
                 return 1.0, {}, {}
             return 0.0, {"hallucination": True}, {"answered_unanswerable": True}
         if a.says_unknown:
@@ -327,9 +333,30 @@ class ClosedQA(Family):
             target = float(m["answer"])
             if target in nums:
                 return 1.0, {}, {}
+            if target in a.neg.numbers:
+                return 0.0, {}, {"wrong_answer": f"not {m['answer']}", "false_claims": [f"denies {m['answer']}"]}
             return 0.0, {}, {"missing_answer": m["answer"]}
         if spec == "field":
             if m["answer"] in a.fields:
                 return 1.0, {}, {}
-            return 0.0, {}, {"missing_answer": m["answer"]}
-        return (1.0 if phrase_in(m["answer"], a.normed) else 0.0), {}, {}
+            return 0.0, {}, denied(a, m["answer"], False) or {"missing_answer": m["answer"]}
+        if phrase_in(m["answer"], T.norm(a.aff_low)):
+            return 1.0, {}, {}
+        return 0.0, {}, denied(a, m["answer"], False)
+
+    @staticmethod
+    def _guesses(a, m) -> list[str]:
+        """The answers a response to an unanswerable question gives beside "the text does not say": values of the kind
+        the question asks for."""
+        e = a.kb.get(m["entities"][0])
+        spec = CLOSED_QUESTIONS[e["type"]][m["fact"]][1]
+        if spec.startswith("entity:"):
+            typ = a.kb.get(e[spec.split(":")[1]])["type"] if e.get(spec.split(":")[1]) else None
+            return [x for x in a.ment_ids if typ and a.kb.get(x)["type"] == typ]
+        if spec.startswith("year:"):
+            return [str(y) for y in a.years]
+        if spec.startswith("number:"):
+            return [str(x) for x in a.numbers]
+        if spec == "field":
+            return list(a.fields)
+        return [m["answer"]] if phrase_in(m["answer"], T.norm(a.aff_low)) else []

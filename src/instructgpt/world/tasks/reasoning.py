@@ -43,7 +43,9 @@ class Sentiment(Family):
     def check(self, a):
         lab = rec_label = a.meta["label"]
         other = "negative" if rec_label == "positive" else "positive"
-        has, has_o = bool(re.search(r"\b" + lab + r"\b", a.low)), bool(re.search(r"\b" + other + r"\b", a.low))
+        has, has_o = bool(re.search(r"\b" + lab + r"\b", a.aff_low)), bool(re.search(r"\b" + other + r"\b", a.aff_low))
+        if not has and re.search(r"\b" + lab + r"\b", a.neg.low):  # "it is not positive"
+            return 0.0, {}, {"wrong_answer": f"not {lab}", "false_claims": [f"denies {lab}"]}
         if has and not has_o:
             return 1.0, {}, {}
         if has and has_o:
@@ -76,7 +78,9 @@ class EntityType(Family):
 
     def check(self, a):
         m = a.meta
-        said = [t for t in m["options"] if re.search(r"\b" + t + r"\b", a.low)]
+        said = [t for t in m["options"] if re.search(r"\b" + t + r"\b", a.aff_low)]
+        if m["label"] not in said and re.search(r"\b" + m["label"] + r"\b", a.neg.low):
+            return 0.0, {}, {"wrong_answer": f"not {TYPE_WORDS[m['label']]}", "false_claims": [f"{m['name']} is not {TYPE_WORDS[m['label']]}"]}
         if said == [m["label"]]:
             return 1.0, {}, {}
         if m["label"] in said:
@@ -114,6 +118,8 @@ class FieldChoice(Family):
 
     def check(self, a):
         said = [f for f in a.meta["options"] if f in a.fields]
+        if a.meta["label"] not in said and a.meta["label"] in a.neg.fields:
+            return 0.0, {}, {"wrong_answer": f"not {a.meta['label']}", "false_claims": [f"denies field {a.meta['label']}"]}
         if said == [a.meta["label"]]:
             return 1.0, {}, {}
         if a.meta["label"] in said:
@@ -242,6 +248,8 @@ class Arithmetic(Family):
         nums = a.numbers
         want = float(a.meta["answer_number"])
         allowed = {float(x) for x in self.operands(a.meta)} | {want}
+        if want in a.neg.numbers and want not in nums:  # "it is not 12"
+            return 0.0, {}, {"wrong_answer": f"not {a.meta['answer']}", "false_claims": [f"denies {a.meta['answer']}"]}
         if not nums:
             return 0.0, {}, {"missing_answer": a.meta["answer"]}
         stray = [x for x in nums if x not in allowed]
