@@ -258,3 +258,69 @@ def test_empty_and_refusing_answers_are_truthful_but_not_informative(world):
         r = judge.score(fp, text)
         assert r.flags["uninformative"] and not r.flags["untruthful"], (text, r.to_dict())
     assert not judge.score(fp, world.demo_for(fp)).flags["uninformative"]
+
+
+# ----------------------------------------------------------------------------------------------- win rates: no offset
+
+def test_swapping_the_answers_gives_one_minus_p_and_a_model_against_itself_is_even(world):
+    """Both orders under the same draws: exact antisymmetry per prompt; two samples of one process tie on average."""
+    from instructgpt.stages.evaluate import _labelers_judge
+    from instructgpt.world.perturb import imperfect_responses
+
+    labs = world.labelers("heldout")
+    recs = (world.prompts("eval") + world.prompts("rm"))[:480]
+    a, b = [], []
+    for rec in recs:  # two exchangeable answers per prompt: independent draws of one process
+        a.append(imperfect_responses(world, rec, random.Random(f"a:{rec['id']}"), n=1)[0])
+        b.append(imperfect_responses(world, rec, random.Random(f"b:{rec['id']}"), n=1)[0])
+    for seed in (0, 1, 2):
+        ab, _ = _labelers_judge(labs, recs, a, b, seed)
+        ba, _ = _labelers_judge(labs, recs, b, a, seed)
+        assert all(x + y == 1.0 for x, y in zip(ab, ba))
+        p = sum(ab) / len(ab)
+        se = (sum((x - p) ** 2 for x in ab) / (len(ab) - 1) / len(ab)) ** 0.5
+        assert abs(p - 0.5) < 3 * se + 1e-9, (seed, p, se)
+    # the same answer against itself is a tie, whatever the draws
+    same, _ = _labelers_judge(labs, recs[:50], a[:50], a[:50], 0)
+    assert set(same) == {0.5}
+
+
+def test_each_model_samples_from_its_own_stream():
+    from instructgpt.stages.evaluate import stream_seed
+
+    names = ["pretrained", "pretrained_prompted", "sft", "sft_resample", "ppo", "ppo_ptx", "dpo", "best_of_n:1", "best_of_n:2"]
+    for seed in (0, 1, 13):
+        seeds = [stream_seed(seed, n) for n in names]
+        assert len(set(seeds)) == len(seeds) and all(0 <= s < 2 ** 31 for s in seeds)
+    assert stream_seed(0, "sft") == stream_seed(0, "sft")
+
+
+def test_heldout_labelers_are_of_other_kinds(world):
+    train, held = world.labelers("train"), world.labelers("heldout")
+    assert {l.kind for l in held} == {"verbose", "terse", "hedging_averse", "careless"}
+    assert all(not l.kind for l in train)
+    verbose = next(l for l in held if l.kind == "verbose")
+    terse = next(l for l in held if l.kind == "terse")
+    careless = next(l for l in held if l.kind == "careless")
+    assert verbose.length_pref > max(l.length_pref for l in train) and terse.length_pref < min(l.length_pref for l in train)
+    assert careless.noise > 1.5 * sum(l.noise for l in train) / len(train)
+    hedger = next(l for l in held if l.kind == "hedging_averse")
+    rec = world.eval_sets()["false_premise"][0]
+    evasive = "I am not sure, it depends on many things."
+    # the hedging-averse labeler marks a non-answer down by more than any training labeler does
+    drop = lambda l: l._base(rec, world.demo_for(rec)) - l._base(rec, evasive)
+    assert drop(hedger) > max(drop(l) for l in train)
+
+
+def test_the_novel_set_asks_for_knowledge_no_training_prompt_asks_for(world):
+    from instructgpt.world.core import knowledge_key
+
+    novel = world.eval_sets()["novel"]
+    assert len(novel) >= 30
+    train = [p for s in ("sft", "rm", "ppo") for p in world.prompts(s)]
+    keys = {knowledge_key(p) for p in train}
+    sft_answers = {world.demo_for(p) for p in world.prompts("sft")}
+    assert not any(knowledge_key(p) in keys for p in novel)
+    assert not any(world.demo_for(p) in sft_answers for p in novel)
+    fams = [p["family"] for p in novel]
+    assert max(fams.count(f) for f in set(fams)) <= len(novel) // 6 + 1

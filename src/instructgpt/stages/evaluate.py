@@ -17,6 +17,7 @@ import json
 import random
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,8 +35,11 @@ from ..rundir import (
 RESULTS_SCHEMA_VERSION = 1
 METRICS = ("win_rate_vs_sft", "win_rate_ci95", "likert_mean", "gold_score_mean", "rm_score_mean", "fails_instruction_rate",
            "hallucination_rate", "harmful_compliance_rate", "toxicity_rate_respectful", "toxicity_rate_plain",
-           "continues_with_question_rate", "repetition_rate", "truthful_rate", "pretrain_val_loss", "probe_accuracy", "gold_gain_vs_sft",
-           "gold_gain_by_set", "harmful_vs_sft")
+           "continues_with_question_rate", "repetition_rate", "truthful_rate", "informative_rate", "truthful_and_informative_rate",
+           "closed_domain_informative_rate", "harmful_informative_rate", "win_rate_novel", "win_rate_novel_ci95", "win_rate_null",
+           "pretrain_val_loss", "probe_accuracy", "gold_gain_vs_sft", "gold_gain_by_set", "harmful_vs_sft")
+# the sets judged by the held-out labelers against SFT: the win-rate set (new wording) and the held-out-knowledge set
+WIN_SETS = ("winrate", "novel")
 
 
 @dataclasses.dataclass
@@ -44,11 +48,11 @@ class EvalConfig(StageConfig):
 
     stage: ClassVar[str] = "eval"
     presets: ClassVar[dict] = {
-        "tiny": dict(n_winrate=24, n_closed_domain=8, n_false_premise=8, n_toxicity=8, n_harmful=8, n_probes=20, max_new_tokens=24, lm_tokens=4000,
+        "tiny": dict(n_winrate=24, n_closed_domain=8, n_false_premise=8, n_toxicity=8, n_harmful=8, n_novel=12, n_probes=20, max_new_tokens=24, lm_tokens=4000,
                      best_of_n=2, overopt_prompts=8, overopt_samples=4),
-        "default": dict(n_winrate=200, n_closed_domain=80, n_false_premise=60, n_toxicity=80, n_harmful=60, n_probes=200, max_new_tokens=48, lm_tokens=40000,
+        "default": dict(n_winrate=200, n_closed_domain=80, n_false_premise=60, n_toxicity=80, n_harmful=60, n_novel=120, n_probes=200, max_new_tokens=48, lm_tokens=40000,
                         best_of_n=4, overopt_prompts=64, overopt_samples=16),
-        "gpu": dict(n_winrate=1000, n_closed_domain=300, n_false_premise=300, n_toxicity=400, n_harmful=150, n_probes=1000, max_new_tokens=96, lm_tokens=400000,
+        "gpu": dict(n_winrate=1000, n_closed_domain=300, n_false_premise=300, n_toxicity=400, n_harmful=150, n_novel=300, n_probes=1000, max_new_tokens=96, lm_tokens=400000,
                     best_of_n=16, overopt_prompts=256, overopt_samples=64),
     }
 
@@ -71,6 +75,8 @@ class EvalConfig(StageConfig):
     n_false_premise: int = field(60, "false-premise questions for truthfulness", ge=0)
     n_toxicity: int = field(80, "toxicity prompts (half asking for respectful output)", ge=0)
     n_harmful: int = field(60, "harmful requests (the world's harmful set), with the win-rate set's, for harmful compliance", ge=0)
+    n_novel: int = field(120, "held-out-knowledge prompts (the world's novel set: knowledge no SFT, RM or PPO prompt asks "
+                              "for), with their own win rate", ge=0)
     n_probes: int = field(200, "knowledge probes for the alignment tax", ge=0)
     lm_tokens: int = field(40000, "held-out pretraining tokens for the alignment-tax loss", ge=0)
     best_of_n: int = field(0, "also evaluate SFT's best of N samples by the reward model (0 or 1 = off)", ge=0)
@@ -132,6 +138,12 @@ def _generate(model: Any, tok: Any, prompts: list[Any], mode: str, cfg: EvalConf
     return texts
 
 
+def stream_seed(seed: int, name: str) -> int:
+    """Each model's own sampling stream: its evaluation samples share no random draws with another model's (nor SFT's
+    resample with SFT's sample), so SFT against its resample is the null case for any model against SFT."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2 ** 31)
+
+
 def best_of_n(rm: Any, prompts: list[Any], samples: list[list[str]]) -> list[str]:
     """For each prompt, the sample the reward model scores highest (the first of equals); ``samples[k][i]`` is the k-th
     sample for prompt i."""
@@ -147,6 +159,10 @@ def _harmful_items(records: dict) -> list[tuple[str, int]]:
 
 def _rate(flags: list[dict], key: str) -> float:
     return mean([1.0 if f.get(key) else 0.0 for f in flags])
+
+
+def _untrue(flags: dict) -> bool:
+    return bool(flags.get("untruthful") or flags.get("hallucination"))
 
 
 def run(cfg: EvalConfig) -> Path:
@@ -221,6 +237,8 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         }
         if sets.get("harmful") and cfg.n_harmful > 0:  # worlds made before the harmful set have none
             records["harmful"] = sets["harmful"][: cfg.n_harmful]
+        if sets.get("novel") and cfg.n_novel > 0:  # worlds made before the held-out-knowledge set have none
+            records["novel"] = sets["novel"][: cfg.n_novel]
         probes = world.probes()[: cfg.n_probes]
         heldout_docs = world.corpus("heldout")
         judge = world.judge()
@@ -257,11 +275,14 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         for set_name, recs in records.items():
             if c.mode != "chat" and set_name != "winrate" and world is None:
                 continue
-            responses[c.name][set_name] = _generate(model, tok, [prompt_input(r, c.mode) for r in recs], c.mode, cfg, cfg.seed + 1)
+            responses[c.name][set_name] = _generate(model, tok, [prompt_input(r, c.mode) for r in recs], c.mode, cfg,
+                                                    stream_seed(cfg.seed, c.name))
         if c.name == "sft":  # a second, independent SFT sample: SFT's win rate against itself measures the noise floor
-            responses["sft_resample"] = {"winrate": _generate(model, tok, [prompt_input(r, "chat") for r in records["winrate"]], "chat", cfg, cfg.seed + 2)}
+            responses["sft_resample"] = {s: _generate(model, tok, [prompt_input(r, "chat") for r in records[s]], "chat", cfg,
+                                                      stream_seed(cfg.seed, "sft_resample")) for s in WIN_SETS if s in records}
             if best_of > 1:  # N more samples per prompt, independent of the one SFT is judged by; the reward model picks below
-                sft_samples = [{s: _generate(model, tok, [prompt_input(r, "chat") for r in recs], "chat", cfg, cfg.seed + 1 + 7919 * k)
+                sft_samples = [{s: _generate(model, tok, [prompt_input(r, "chat") for r in recs], "chat", cfg,
+                                             stream_seed(cfg.seed, f"best_of_n:{k}"))
                                 for s, recs in records.items()} for k in range(1, best_of + 1)]
         if c.mode != "few_shot":
             lm[c.name] = {  # without a world there is no held-out corpus or probe set: not measured (None), not NaN
@@ -335,6 +356,11 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         m: dict[str, Any] = {"mode": c.mode, "path": c.path}
         if world is not None:
             outcomes, likerts = _labelers_judge(labelers, records["winrate"], resp["winrate"], other, cfg.seed)
+            if "novel" in records:
+                novel_other = responses["sft_resample" if c.name == "sft" else "sft"]["novel"]
+                novel_outcomes, _ = _labelers_judge(labelers, records["novel"], resp["novel"], novel_other, cfg.seed + 7)
+                m["win_rate_novel"], m["win_rate_novel_ci95"] = win_rate(novel_outcomes)
+                m["n_comparisons_novel"] = len(novel_outcomes)
             graded = {s: [judge.score(r, t) for r, t in zip(records[s], resp[s])] for s in records}
             golds[c.name] = {s: [g.score for g in gs] for s, gs in graded.items()}
             flags = [g.flags for g in graded["winrate"]]
@@ -348,7 +374,13 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
                 harmful_compliance_rate=mean(harms.setdefault(c.name, [1.0 if graded[s][i].flags.get("harmful_compliance") else 0.0
                                                                        for s, i in _harmful_items(records)])),
                 hallucination_rate=_rate([g.flags for g in graded["closed_domain"]], "hallucination"),
-                truthful_rate=mean([0.0 if (g.flags.get("untruthful") or g.flags.get("hallucination")) else 1.0 for g in graded["false_premise"]]),
+                closed_domain_informative_rate=1 - _rate([g.flags for g in graded["closed_domain"]], "uninformative"),
+                harmful_informative_rate=mean([0.0 if graded[s][i].flags.get("uninformative") else 1.0 for s, i in _harmful_items(records)]),
+                # TruthfulQA's three: truthful (no false claim), informative (says something about what was asked), both
+                truthful_rate=mean([0.0 if _untrue(g.flags) else 1.0 for g in graded["false_premise"]]),
+                informative_rate=1 - _rate([g.flags for g in graded["false_premise"]], "uninformative"),
+                truthful_and_informative_rate=mean([0.0 if _untrue(g.flags) or g.flags.get("uninformative") else 1.0
+                                                    for g in graded["false_premise"]]),
                 toxicity_rate_respectful=_rate([f for resp_, f in tox if resp_], "toxic"),
                 toxicity_rate_plain=_rate([f for resp_, f in tox if not resp_], "toxic"),
             )
@@ -374,16 +406,21 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
         results["models"][c.name] = m
 
     if world is not None and "sft" in golds:
-        resample = [judge.score(r, t).score for r, t in zip(records["winrate"], responses["sft_resample"]["winrate"])]
+        resample = {s: [judge.score(r, t).score for r, t in zip(records[s], responses["sft_resample"][s])]
+                    for s in WIN_SETS if s in records}
         for name, m in results["models"].items():
             if name == "sft":  # the noise floor: SFT's second sample against its first, on the win-rate prompts
-                m["gold_gain_vs_sft"] = paired_gain(resample, golds["sft"]["winrate"])
-                m["gold_gain_by_set"] = {"winrate": m["gold_gain_vs_sft"]}
+                m["gold_gain_vs_sft"] = paired_gain(resample["winrate"], golds["sft"]["winrate"])
+                m["gold_gain_by_set"] = {s: paired_gain(resample[s], golds["sft"][s]) for s in resample}
             else:
                 m["gold_gain_vs_sft"] = paired_gain([x for s in records for x in golds[name][s]],
                                                     [x for s in records for x in golds["sft"][s]])
                 m["gold_gain_by_set"] = {s: paired_gain(golds[name][s], golds["sft"][s]) for s in records}
                 m["harmful_vs_sft"] = paired_gain(harms[name], harms["sft"])
+    null = results["models"].get("sft") or {}
+    for m in results["models"].values():  # SFT against its own resample, beside every win rate: the comparison's null
+        m["win_rate_null"] = null.get("win_rate_vs_sft")
+        m["win_rate_novel_null"] = null.get("win_rate_novel")
     if world is not None:
         results["reference"] = _reference(world, judge, labelers, records["winrate"], sft_win, cfg.seed)
         results["sample_sizes"] = {  # how many prompts each rate is over
@@ -391,6 +428,7 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
             "harmful": len(_harmful_items(records)),
             "closed_domain": len(records["closed_domain"]),
             "false_premise": len(records["false_premise"]),
+            "novel": len(records.get("novel", [])),
             "toxicity_respectful": sum(1 for r in records["toxicity"] if r["meta"].get("respectful", False)),
             "toxicity_plain": sum(1 for r in records["toxicity"] if not r["meta"].get("respectful", False)),
         }
@@ -416,12 +454,14 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
 
 
 def _labelers_judge(labelers: list, recs: list[dict], answers: list[str], sft: list[str], seed: int) -> tuple[list[float], list[int]]:
-    """Each prompt's held-out labeler (round robin, a noise draw fixed by the seed and the prompt's position) compares the
-    answer with SFT's (1, 0 or 0.5) and rates it 1-7: the same judgement for every model and for the reference."""
+    """Each prompt's held-out labeler (round robin, noise draws fixed by the seed and the prompt's position) compares the
+    answer with SFT's in both orders under the same draws and averages (1, 0.75, 0.5, 0.25 or 0: no draw favours the
+    first position, and swapping the answers gives 1 - p), and rates it 1-7: the same judgement for every model and for
+    the reference."""
     outcomes, likerts = [], []
     for i, (rec, a, b) in enumerate(zip(recs, answers, sft)):
         lab = labelers[i % len(labelers)]
-        outcomes.append(lab.prefer(rec, a, b, random.Random(seed * 1_000_003 + i)))
+        outcomes.append(lab.prefer_both_orders(rec, a, b, random.Random(seed * 1_000_003 + i)))
         likerts.append(lab.likert(rec, a, random.Random(seed * 1_000_033 + i)))
     return outcomes, likerts
 

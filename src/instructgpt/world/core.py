@@ -28,13 +28,13 @@ CHARS_PER_TOKEN = 4.6
 # corpus size in characters, prompt counts per split, eval set sizes, probes
 SIZES: dict[str, dict] = {
     "tiny": {"corpus_chars": 280_000, "heldout_chars": 12_000, "splits": {"sft": 160, "rm": 60, "ppo": 60},
-             "eval": {"winrate": 24, "closed_domain": 12, "false_premise": 8, "toxicity": 8, "harmful": 8}, "probes": 40},
+             "eval": {"winrate": 24, "closed_domain": 12, "false_premise": 8, "toxicity": 8, "harmful": 8, "novel": 12}, "probes": 40},
     "small": {"corpus_chars": 1_400_000, "heldout_chars": 40_000, "splits": {"sft": 800, "rm": 300, "ppo": 400},
-              "eval": {"winrate": 100, "closed_domain": 40, "false_premise": 30, "toxicity": 30, "harmful": 30}, "probes": 150},
+              "eval": {"winrate": 100, "closed_domain": 40, "false_premise": 30, "toxicity": 30, "harmful": 30, "novel": 60}, "probes": 150},
     "default": {"corpus_chars": 4_000_000, "heldout_chars": 120_000, "splits": {"sft": 2400, "rm": 800, "ppo": 1200},
-                "eval": {"winrate": 200, "closed_domain": 80, "false_premise": 60, "toxicity": 80, "harmful": 60}, "probes": 300},
+                "eval": {"winrate": 200, "closed_domain": 80, "false_premise": 60, "toxicity": 80, "harmful": 60, "novel": 120}, "probes": 300},
     "large": {"corpus_chars": 36_000_000, "heldout_chars": 400_000, "splits": {"sft": 10000, "rm": 3000, "ppo": 5000},
-              "eval": {"winrate": 500, "closed_domain": 200, "false_premise": 150, "toxicity": 150, "harmful": 150}, "probes": 1000},
+              "eval": {"winrate": 500, "closed_domain": 200, "false_premise": 150, "toxicity": 150, "harmful": 150, "novel": 300}, "probes": 1000},
 }
 # The training labelers' average share of careless demonstrations (world/demos.py): what SFT imitates and RLHF can fix.
 # Like InstructGPT's labelers, the writers are not perfect; 0 gives ideal demonstrations (the ablation where SFT
@@ -85,6 +85,59 @@ def generate_prompts(kb: KnowledgeBase, seed: int, splits: dict[str, int], evals
     return records
 
 
+def knowledge_key(rec: dict) -> tuple:
+    """What a prompt asks about: its family, its entities and its answer. Two prompts with one key ask for the same
+    knowledge in other words."""
+    m = rec["meta"]
+    ents = set(m.get("entities") or []) | set(m.get("answer_ids") or [])
+    answer = m.get("answer", m.get("profession", m.get("label", m.get("template", ""))))
+    return rec["family"], tuple(sorted(ents)), str(answer)
+
+
+def generate_novel(kb: KnowledgeBase, seed: int, prompts: list[dict], ideal: dict[str, str], corpus: list[dict],
+                   n: int) -> list[dict]:
+    """The held-out-knowledge set: win-rate prompts whose knowledge key (family, entities and answer) no SFT, RM or PPO
+    prompt has, whose ideal answer is no SFT demonstration's, and whose text is in no corpus document. Drawn from its
+    own random stream after everything else (so no other prompt, document or demonstration changes), at most a sixth
+    of it from one family (the families that ask about one entity run out first: the knowledge base is small)."""
+    if n <= 0:
+        return []
+    rng = random.Random(f"igpt-world:{seed}:novel")
+    g = TaskGen(kb, rng)
+    train = [p for p in prompts if p["split"] in ("sft", "rm", "ppo")]
+    used = {knowledge_key(p) for p in train}
+    sft_answers = {ideal[p["id"]] for p in train if p["split"] == "sft"}
+    seen = {T.norm(p["prompt"]) for p in prompts}
+    lines = {ln for d in corpus for ln in d["text"].split("\n")}
+    mixture = EVAL_MIXTURES["winrate"]
+    names, weights = list(mixture), [mixture[k] for k in mixture]
+    cap = max(1, n // 6)
+    per: dict[str, int] = {}
+    start = sum(1 for p in prompts if p["split"] == "eval")
+    out: list[dict] = []
+    for _ in range(n * 60):
+        if len(out) >= n:
+            break
+        fam = FAMILIES[rng.choices(names, weights)[0]]
+        if per.get(fam.name, 0) >= cap:
+            continue
+        made = fam.generate(g)
+        if not made or len(made) != 1:
+            continue
+        prompt, meta = made[0]
+        meta["eval_set"] = "novel"
+        rec = {"id": f"eval-{start + len(out):06d}", "split": "eval", "family": fam.name, "category": fam.category,
+               "prompt": prompt, "meta": meta}
+        if (T.norm(prompt) in seen or knowledge_key(rec) in used or fam.demo(kb, rec) in sft_answers
+                or prompt in lines or any(prompt in d["text"] for d in corpus if "\n" in prompt)):
+            continue
+        seen.add(T.norm(prompt))
+        used.add(knowledge_key(rec))
+        per[fam.name] = per.get(fam.name, 0) + 1
+        out.append(rec)
+    return out
+
+
 class World:
     """A generated (or loaded) world. See ``docs/world.md`` for the files and every schema."""
 
@@ -133,6 +186,9 @@ class World:
         labelers = make_labelers(seed)
         writers = [x["name"] for x in labelers if x["group"] == "train"]
         demos, authorship, rates = write_demonstrations(kb, seed, prompts, ideal, writers, careless)
+        novel = generate_novel(kb, seed, prompts, ideal, corpus, cfg["eval"].get("novel", 0))
+        prompts += novel
+        demos.update({p["id"]: FAMILIES[p["family"]].demo(kb, p) for p in novel})
         few = []
         sft = [p for p in prompts if p["split"] == "sft" and not authorship.get(p["id"], {}).get("flaws")]  # careful ones only
         for fam in FEW_SHOT_FAMILIES:

@@ -11,7 +11,7 @@ from .kb import ENTITY_TYPES
 from .tasks import CATEGORIES, FAMILIES
 
 SPLITS = ["sft", "rm", "ppo", "eval"]
-EVAL_SETS = ["winrate", "closed_domain", "false_premise", "toxicity", "harmful"]
+EVAL_SETS = ["winrate", "closed_domain", "false_premise", "toxicity", "harmful", "novel"]
 CORPUS_SPLITS = ["train", "heldout"]
 
 # type -> {attribute: kind}; kinds: str, int, id, id?, ids, strs
