@@ -14,7 +14,7 @@ from instructgpt.errors import UserError
 from instructgpt.pipeline import RunConfig, runs_stage
 from instructgpt.rundir import STAGES
 from instructgpt.evaluation import paired_gain, wilson_interval
-from instructgpt.seeds import aggregate, claim_line, mean_sd, parse_seeds, pooled_gain, pooled_win_rate, significant, wall_time
+from instructgpt.seeds import aggregate, claim_line, mean_sd, parse_seeds, pooled_gain, pooled_win_rate, significant, t975, wall_time
 
 
 def test_parse_seeds():
@@ -22,7 +22,8 @@ def test_parse_seeds():
     assert parse_seeds("0,1,2") == [0, 1, 2]
     assert parse_seeds("4, 7") == [4, 7]
     assert parse_seeds("5,") == [5]
-    for bad in ("0", "-1", "a", "1,1", "1,-2", ""):
+    assert parse_seeds("10-14") == [10, 11, 12, 13, 14] and parse_seeds("0-2,7") == [0, 1, 2, 7]
+    for bad in ("0", "-1", "a", "1,1", "1,-2", "", "3-1", "1-", "0-2,2"):
         with pytest.raises(UserError, match="--seeds"):
             parse_seeds(bad)
 
@@ -61,17 +62,17 @@ def _seed_result(seed: int, ppo_gain: float, ppo_win: float, harm: tuple[float, 
     def gain(mean: float) -> dict:
         return {"mean": mean, "se": 0.015, "n": 480}
 
-    model = lambda **kw: {"mode": "chat", "n_comparisons": n, **kw}  # noqa: E731
+    model = lambda **kw: {"mode": "chat", "n_comparisons": n, "win_rate_null": 0.5, **kw}  # noqa: E731
     return {"config": {"seed": seed, "preset": "default"}, "judged_by": "heldout_labelers_and_gold_judge",
             "models": {
                 "pretrained": model(mode="plain", win_rate_vs_sft=pre_win, hallucination_rate=hall[0], gold_gain_vs_sft=gain(-0.4)),
-                "sft": model(win_rate_vs_sft=0.5, hallucination_rate=hall[1], harmful_compliance_rate=harm[0], truthful_rate=0.5,
+                "sft": model(win_rate_vs_sft=0.5, hallucination_rate=hall[1], harmful_compliance_rate=harm[0], truthful_and_informative_rate=0.5,
                              gold_gain_vs_sft=gain(0.0)),
                 "ppo": model(win_rate_vs_sft=ppo_win, gold_gain_vs_sft=gain(ppo_gain), harmful_compliance_rate=harm[1],
-                             harmful_vs_sft={"mean": harm[1] - harm[0], "se": 0.03, "n": 70}, truthful_rate=0.6,
+                             harmful_vs_sft={"mean": harm[1] - harm[0], "se": 0.03, "n": 70}, truthful_and_informative_rate=0.6,
                              pretrain_val_loss=loss[0]),
                 "ppo_ptx": model(win_rate_vs_sft=0.56, gold_gain_vs_sft=gain(0.05), harmful_compliance_rate=harm[2],
-                                 harmful_vs_sft={"mean": harm[2] - harm[0], "se": 0.03, "n": 70}, truthful_rate=0.45,
+                                 harmful_vs_sft={"mean": harm[2] - harm[0], "se": 0.03, "n": 70}, truthful_and_informative_rate=0.45,
                                  pretrain_val_loss=loss[1]),
             },
             "reference": {"win_rate_vs_sft": 0.8}, "reward_model": {"accuracy_vs_gold": 0.6, "families_against_gold": []},
@@ -84,20 +85,28 @@ def test_claims_over_seeds_on_fixed_inputs():
             _seed_result(2, 0.06, 0.58, (0.10, 0.02, 0.03), (2.00, 2.05), pre_win=0.25)]  # SFT < 80%, ptx's tax larger
     agg = aggregate(runs, [0, 1, 2], ["a", "b", "c"])
     v = {c["id"]: c for c in agg["claims"]}
-    assert v["sft_beats_pretrained"]["per_seed"] == [True, True, False] and not v["sft_beats_pretrained"]["holds"]
+    # the seed is the unit: one number per seed, a t interval with 2 degrees of freedom
+    assert v["sft_beats_pretrained"]["holds"] and v["sft_beats_pretrained"]["seed_test"]["values"] == pytest.approx([0.35, 0.35, 0.25])
     assert v["sft_halves_hallucination"]["holds"] and v["sft_halves_hallucination"]["seeds_holding"] == 3
-    assert v["ppo_gold_gain"]["per_seed"] == [True, False, True] and not v["ppo_gold_gain"]["holds"]
-    assert v["ppo_gold_gain"]["pooled_holds"]  # pooled +0.04 over 1,440 pairs: significant, yet not on every seed
+    g = v["ppo_gold_gain"]
+    assert g["per_seed"] == [True, True, True] and g["seed_test"]["mean"] == pytest.approx(0.04)
+    sd = math.sqrt((0.01 ** 2 + 0.03 ** 2 + 0.02 ** 2) / 2)
+    assert g["seed_test"]["ci95"][0] == pytest.approx(0.04 - t975(2) * sd / math.sqrt(3)) and g["seed_test"]["ci95"][0] < 0
+    assert not g["holds"] and g["pooled_holds"]  # pooled over 1,440 pairs it passes; over three seeds it does not
     assert v["ppo_ptx_gold_gain"]["holds"] and v["ppo_ptx_gold_gain"]["pooled"]["n"] == 1440
     w = agg["models"]["ppo"]["win_rate_pooled"]
     assert w["n"] == 600 and w["rate"] == pytest.approx((0.56 + 0.52 + 0.58) / 3)
-    assert v["ppo_win_rate"]["holds"] == (w["ci95"][0] > 0.5) and v["ppo_win_rate"]["per_seed"] == [True, True, True]
+    assert v["ppo_win_rate"]["seed_test"]["values"] == pytest.approx([0.06, 0.02, 0.08]) and not v["ppo_win_rate"]["holds"]
     assert v["ppo_harmful"]["per_seed"] == [True, False, True] and not v["ppo_harmful"]["holds"]
     assert v["ppo_ptx_harmful"]["holds"] and v["ppo_ptx_harmful"]["pooled"]["mean"] == pytest.approx((-0.16 - 0.15 - 0.07) / 3)
     assert v["ppo_truthful"]["holds"] and not v["ppo_ptx_truthful"]["holds"]
-    assert v["ptx_alignment_tax"]["per_seed"] == [True, True, False]
-    assert claim_line(v["ppo_gold_gain"], 3).startswith("✗") and "2 of 3 seeds; pooled test passes" in claim_line(v["ppo_gold_gain"], 3)
-    assert "holds on every seed" in claim_line(v["sft_halves_hallucination"], 3)
+    assert v["ptx_alignment_tax"]["per_seed"] == [True, True, False] and not v["ptx_alignment_tax"]["holds"]
+    line = claim_line(g, 3)
+    assert line.startswith("✗") and "over 3 seeds (seed as the unit)" in line and "for these trained models: passes" in line
+    assert "on every seed" in claim_line(v["sft_halves_hallucination"], 3)
+    one = aggregate(runs[:1], [0], ["a"])  # one seed cannot test a claim about the recipe
+    c1 = {c["id"]: c for c in one["claims"]}["ppo_gold_gain"]
+    assert c1["holds"] is None and claim_line(c1, 1).startswith("?") and "needs two or more seeds" in claim_line(c1, 1)
     m = agg["models"]["ppo"]["harmful_compliance_rate"]
     assert m["values"] == [0.05, 0.27, 0.02] and m["sd"] == pytest.approx(math.sqrt(sum((x - 0.34 / 3) ** 2 for x in m["values"]) / 2))
     assert wall_time(runs[0]["timings_s"]) == 171.0  # PPO and PPO-ptx side by side count once
@@ -177,11 +186,11 @@ def test_tiny_run_over_two_seeds_resumes_and_aggregates(tmp_path, capsys):
     assert all(len(c["per_seed"]) == 2 for c in agg["claims"])
     oo = agg["overoptimization"]  # each seed's curves, merged: best-of-1 is the mean of the seeds' SFT samples
     assert oo["seeds"] == 2 and oo["best_of_n"][0]["gold"] == pytest.approx(
-        sum(p["overoptimization"]["best_of_n"][0]["gold"] for p in per) / 2) and set(oo["rl"]) == {"ppo", "ppo_ptx"}
+        sum(p["overoptimization"]["best_of_n"][0]["gold"] for p in per) / 2, abs=1e-5) and set(oo["rl"]) == {"ppo", "ppo_ptx"}
     page = (run / "eval" / "report.html").read_text()
     assert "over seeds" in page and "The paper's claims" in page and "data:image/png;base64," in page
     assert "over-optimisation over seeds" in page
-    assert "holds on" in out.out and "pooled, ppo:" in out.out
+    assert "on the claimed side on" in out.out and "pooled, ppo:" in out.out
     # a rerun skips everything; another seed list in the same folder is refused
     assert main(["run", "--preset", "tiny", "--seeds", "2", "--run", str(run)]) == 0
     assert capsys.readouterr().err.count("already complete, skipped") == 2 * sum(runs_stage(s.folder, RunConfig()) for s in STAGES)

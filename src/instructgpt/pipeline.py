@@ -41,7 +41,8 @@ class RunConfig(StageConfig):
     run: str = field("", "run directory (default: runs/<preset>)")
     seed: int = field(0, "seed for the world and every stage", ge=0)
     seeds: str = field("", "run the whole recipe once per seed, into <run>/seed-N/, and report over the seeds in <run>/eval/: "
-                           "a count (3: seeds 0, 1, 2) or a list (0,1,2)")
+                           "a count (3: seeds 0, 1, 2), a list (0,1,2) or a range (10-14); seeds 0-4 are the tuning seeds, 10-14 the "
+                           "reporting seeds (docs/eval.md)")
     stop_after: str = field("", "stop after this stage (world, tokenizer, pretrain, sft, comparisons, rm, dpo, ppo, ppo-ptx, eval)")
     skip: list[str] = field([], "leave out these training stages, which no other stage needs: dpo, ppo, ppo-ptx (--skip dpo: the "
                                 "paper's recipe alone; the evaluation compares the models the run has)")
