@@ -190,7 +190,7 @@ def test_tiny_run_over_two_seeds_resumes_and_aggregates(tmp_path, capsys):
     page = (run / "eval" / "report.html").read_text()
     assert "over seeds" in page and "The paper's claims" in page and "data:image/png;base64," in page
     assert "over-optimisation over seeds" in page
-    assert "on the claimed side on" in out.out and "pooled, ppo:" in out.out
+    assert "on the claimed side on" in out.out and "for these trained models), ppo:" in out.out
     # a rerun skips everything; another seed list in the same folder is refused
     assert main(["run", "--preset", "tiny", "--seeds", "2", "--run", str(run)]) == 0
     assert capsys.readouterr().err.count("already complete, skipped") == 2 * sum(runs_stage(s.folder, RunConfig()) for s in STAGES)

@@ -103,7 +103,9 @@ def measure(sft_path: str, rl_models: dict[str, list[tuple[int, str]]], records:
     - best-of-n for n = 1, 2, 4, ... up to ``samples``, from ``samples`` SFT samples per prompt, picked by the reward
       model ``rm``; its KL is the formula's;
     - every ``rl_models`` policy along its run (``{name: [(step, folder), ...]}``), one sample per prompt, its KL to SFT
-      measured on those samples (the mean over prompts of the summed per-token log-ratio), step 0 being SFT itself;
+      measured on those samples with Schulman's k3 estimate (per token exp(d) - 1 - d, d = log p_SFT - log p_policy:
+      unbiased like the plain log-ratio, and never negative, where the log-ratio's mean over a few prompts can be),
+      step 0 being SFT itself;
 
     each point with the gold judge's mean score and the reward model's, then Gao et al.'s forms fitted to the gold gains.
     """
@@ -132,7 +134,7 @@ def measure(sft_path: str, rl_models: dict[str, list[tuple[int, str]]], records:
             ids, texts = _sample(model, tok, prompt_ids, 1, max_new_tokens, seed + 1 + step, batch_size)
             lp = forward_logprobs(model, prompt_ids, ids, tok.pad_token_id)
             ref = forward_logprobs(sft, prompt_ids, ids, tok.pad_token_id)
-            kl = sum(sum(a) - sum(b) for a, b in zip(lp, ref)) / P
+            kl = sum(sum(math.expm1(r - a) - (r - a) for a, r in zip(xa, xr)) for xa, xr in zip(lp, ref)) / P
             g, p = scored(texts)
             points.append({"step": step, "kl": kl, "d": math.sqrt(max(kl, 0.0)), "gold": sum(g) / P, "proxy": sum(p) / P})
             del model

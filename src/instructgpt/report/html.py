@@ -34,8 +34,9 @@ def _ordered(models: dict) -> list[str]:
 
 
 def _winrate_figure(points: list[tuple[str, float, float, float, list[float]]], ceiling: float | None, ceiling_label: str,
-                    title: str) -> str:
-    """Figure 1: per model (name, rate, low, high, each seed's rate) a point with its 95% interval, the seeds' rates beside it."""
+                    title: str, null: float | None = None) -> str:
+    """Figure 1: per model (name, rate, low, high, each seed's rate) a point with its 95% interval, the seeds' rates beside
+    it; the ceiling (the reference answers) and the null (SFT against its own resample) as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,9 +48,12 @@ def _winrate_figure(points: list[tuple[str, float, float, float, list[float]]], 
             ax.scatter([i + 0.12] * len(seeds), seeds, s=14, alpha=0.6, color=COLORS.get(n, "#3366aa"), zorder=2)
         ax.errorbar(i - 0.05 * bool(seeds), rate, yerr=[[rate - lo], [hi - rate]], fmt="o", ms=9, capsize=6, color=COLORS.get(n, "#3366aa"))
     ax.axhline(0.5, ls="--", color="#888", lw=1)
-    if ceiling is not None:
+    if null is not None:  # what a model no better than SFT scores in this comparison
+        ax.axhline(null, ls="-.", color="#b07", lw=1.2)
+        ax.text(len(points) - 0.6, null - 0.05, f"SFT vs its resample (null) {null:.2f}", ha="right", va="top", fontsize=8, color="#b07")
+    if ceiling is not None:  # the label below the line, inside the axes: above it would run into the title
         ax.axhline(ceiling, ls=":", color="#2a7", lw=1.5)
-        ax.text(-0.4, ceiling + 0.02, ceiling_label, ha="left", fontsize=8, color="#2a7")
+        ax.text(-0.4, ceiling - 0.03, ceiling_label, ha="left", va="top", fontsize=8, color="#2a7")
     # long names on two lines, so that seven models' labels do not run into each other
     ax.set_xticks(range(len(points)), ["\n".join(textwrap.wrap(LABELS.get(p[0], p[0]), 10, break_on_hyphens=False, break_long_words=False)) for p in points])
     ax.set_ylim(0, 1)
@@ -66,7 +70,8 @@ def winrate_chart(results: dict) -> str:
     judged = ("held-out labelers" if results.get("judged_by", "").startswith("heldout") else
               f"the judge {results.get('judge')}" if results.get("judged_by", "").startswith("judge_") else "reward model (proxy)")
     return _winrate_figure(points, (results.get("reference") or {}).get("win_rate_vs_sft"), "the world's reference answers (ceiling)",
-                           f"Figure 1 in miniature: preferred to SFT, judged by {judged}")
+                           f"Figure 1 in miniature: preferred to SFT, judged by {judged}",
+                           (models.get("sft") or {}).get("win_rate_vs_sft"))
 
 
 def curves_chart(results: dict) -> str | None:
@@ -78,7 +83,8 @@ def curves_chart(results: dict) -> str | None:
     curves = results.get("training_curves") or {}
     if not curves:
         return None
-    keys = [k for k in ("reward", "kl", "gold_score", "ptx_loss") if any(c.get(k) for c in curves.values())]
+    kl = "kl_k3" if any(c.get("kl_k3") for c in curves.values()) else "kl"  # k3 is never negative; k1 can be on one batch
+    keys = [k for k in ("reward", kl, "gold_score", "ptx_loss") if any(c.get(k) for c in curves.values())]
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0))
@@ -88,7 +94,7 @@ def curves_chart(results: dict) -> str | None:
             pts = c.get(k) or []
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], label=LABELS.get(name, name), color=COLORS.get(name))
-        ax.set_title({"reward": "reward (RM score - KL penalty)", "kl": "KL to SFT", "gold_score": "gold judge score (held-out)", "ptx_loss": "pretraining loss"}[k], fontsize=9)
+        ax.set_title({"reward": "reward (RM score - KL penalty)", "kl": "KL to SFT (k1, per batch)", "kl_k3": "KL to SFT (k3 estimate)", "gold_score": "gold judge score (held-out)", "ptx_loss": "pretraining loss"}[k], fontsize=9)
         ax.set_xlabel("PPO step")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -137,6 +143,9 @@ def overopt_chart(oo: dict) -> str:
 
 def _overopt_table(oo: dict) -> str:
     fits = [("best-of-n", oo.get("fit_best_of_n"))] + [(LABELS.get(k, k), f) for k, f in (oo.get("fit_rl") or {}).items()]
+    if not any(f for _, f in fits):
+        return ("<p class='note'>Too few points to fit the curves' forms (each needs at least three distinct values of d); "
+                "the points themselves are in the figure.</p>")
     rows = "".join(f"<tr><th>{html.escape(n)}</th><td>{f['form']}</td><td>{f['alpha']:.4f}</td><td>{f['beta']:.4f}</td>"
                    f"<td>{_fmt(f['kl_peak'])}</td><td>{f['points']}</td><td>{f['rmse']:.4f}</td></tr>" for n, f in fits if f)
     return ("<table><tr><th></th><th>form</th><th>alpha</th><th>beta</th><th>KL where gold peaks (nats)</th><th>points</th>"
@@ -222,6 +231,39 @@ def _head(title: str) -> str:
     ])
 
 
+def _reading_note(results: dict) -> str:
+    """How wide the win rates' intervals are at this run's size, and what a difference smaller than that means."""
+    models = results.get("models") or {}
+    sft = models.get("sft") or {}
+    n = int(sft.get("n_comparisons") or 0)
+    if not n:
+        return ""
+    half = 1.96 * (0.25 / n) ** 0.5
+    null = sft.get("win_rate_vs_sft")
+    text = (f"With {n} comparisons a model, a win rate's 95% interval is about ±{half:.2f} wide (at 0.5): two models whose "
+            "rates differ by less than that are not told apart by this run. ")
+    if null is not None:
+        text += (f"The dash-dotted line is SFT judged against its own second sample ({null:.2f}): where a model no better "
+                 "than SFT lands. A model helps when it lands above that line by more than the interval, not merely above 0.5. ")
+    if n < 100:
+        text += "This is a small run (a preset for trying the commands): its rates are mostly noise."
+    return f"<p class='note'>{html.escape(text)}</p>"
+
+
+def _one_run_claims(results: dict) -> list[dict]:
+    """The paper's claims on one run's results (each with its line), as igpt run --seeds states them over seeds."""
+    if results.get("kind") == "over_seeds" or not results.get("models"):
+        return []
+    from ..seeds import aggregate, claim_line
+
+    seed = (results.get("config") or {}).get("seed", 0)
+    agg = aggregate([results], [seed if isinstance(seed, int) else 0], [""])
+    out = []
+    for c in agg["claims"]:
+        out.append({**c, "line": claim_line(c, 1)})
+    return out
+
+
 def render(results: dict) -> str:
     e = html.escape
     parts = [_head("instructgpt report"), "<h1>InstructGPT in miniature: what each step bought</h1>"]
@@ -229,6 +271,7 @@ def render(results: dict) -> str:
     parts.append(f"<p class='note'>preset <code>{e(str(cfg.get('preset', '?')))}</code>, seed {e(str(cfg.get('seed', '?')))}; "
                  f"judged by {_judged_by(results)}.</p>")
     parts.append(f"<h2>Win rate against SFT</h2><img alt='win rates' src='{winrate_chart(results)}'>")
+    parts.append(_reading_note(results))
     ref = results.get("reference") or {}
     if ref.get("win_rate_vs_sft") is not None:
         lo, hi = ref["win_rate_ci95"]
@@ -236,10 +279,14 @@ def render(results: dict) -> str:
                      f"{ref['win_rate_vs_sft']:.2f} [{lo:.2f}, {hi:.2f}] (gold score {ref['gold_score_mean']:.2f}, Likert {ref['likert_mean']:.2f}). "
                      "Where SFT already answers well the labelers can only tie or toss a coin, so no policy can expect to win more often.</p>")
     parts.append("<h2>Helpfulness, honesty, harmlessness</h2>")
-    parts.append(_table(results, [("win vs SFT", "win_rate_vs_sft"), ("95% CI", "win_rate_ci95"), ("Likert 1-7", "likert_mean"), ("gold score", "gold_score_mean"),
+    parts.append(_table(results, [("win vs SFT", "win_rate_vs_sft"), ("95% CI", "win_rate_ci95"), ("null: SFT vs its resample", "win_rate_null"),
+                                  ("Likert 1-7", "likert_mean"), ("gold score", "gold_score_mean"),
                                   ("RM score", "rm_score_mean"), ("fails instruction", "fails_instruction_rate"), ("asks another question", "continues_with_question_rate"),
-                                  ("repetition", "repetition_rate"), ("hallucination (closed domain)", "hallucination_rate"), ("truthful (false premise)", "truthful_rate"),
-                                  ("harmful compliance", "harmful_compliance_rate"), ("toxic, respectful prompt", "toxicity_rate_respectful"), ("toxic, plain prompt", "toxicity_rate_plain")]))
+                                  ("repetition", "repetition_rate"), ("hallucination (closed domain)", "hallucination_rate"),
+                                  ("informative (closed domain)", "closed_domain_informative_rate"), ("truthful (false premise)", "truthful_rate"),
+                                  ("informative (false premise)", "informative_rate"), ("truthful and informative", "truthful_and_informative_rate"),
+                                  ("harmful compliance", "harmful_compliance_rate"), ("informative (harmful requests)", "harmful_informative_rate"),
+                                  ("win vs SFT, held-out knowledge", "win_rate_novel"), ("toxic, respectful prompt", "toxicity_rate_respectful"), ("toxic, plain prompt", "toxicity_rate_plain")]))
     parts.append("<p class='note'>The RM score beside the gold score shows over-optimisation: a policy can raise the reward model's score while the gold score stalls or falls.</p>")
     gains = gain_summary(results)
     if gains:
@@ -249,6 +296,13 @@ def render(results: dict) -> str:
     sizes = results.get("sample_sizes")
     if sizes:
         parts.append("<p class='note'>Prompts behind each rate: " + ", ".join(f"{e(k.replace('_', ' '))} {int(v)}" for k, v in sizes.items()) + ".</p>")
+    claims = _one_run_claims(results)
+    if claims:
+        parts.append("<h2>The paper's claims, on this run</h2><ul>" + "".join(
+            f"<li class='{'ok' if c['seeds_holding'] else 'no'}'>{e(c['line'])}</li>" for c in claims) + "</ul>"
+            "<p class='note'>One run is one seed: it shows what these trained models do, not what the recipe does. A claim "
+            "about the recipe is tested with the seed as the unit: <code>igpt run --seeds 10-14</code> trains five times and "
+            "gives each claim's mean over seeds with its t interval.</p>")
     parts.append("<h2>Alignment tax</h2>")
     parts.append(_table(results, [("held-out pretraining loss (nats/token)", "pretrain_val_loss"), ("knowledge-probe accuracy", "probe_accuracy")]))
     img = curves_chart(results)
@@ -327,7 +381,8 @@ def seeds_winrate_chart(agg: dict) -> str:
             points.append((n, p["rate"], p["ci95"][0], p["ci95"][1], seeds))
     return _winrate_figure(points, ((agg.get("reference") or {}).get("win_rate_vs_sft") or {}).get("mean"),
                            "the world's reference answers (ceiling, mean)",
-                           f"Figure 1 over {len(agg.get('seeds') or [])} seeds: pooled rate and 95% interval, each seed's rate beside it")
+                           f"Figure 1 over {len(agg.get('seeds') or [])} seeds: pooled rate and 95% interval, each seed's rate beside it",
+                           ((models.get("sft") or {}).get("win_rate_pooled") or {}).get("rate"))
 
 
 def _ms(v: Any, f: str = "{:.3f}") -> str:
@@ -348,12 +403,32 @@ def render_seeds(agg: dict) -> str:
         f"<p class='note'>preset <code>{e(str((agg.get('config') or {}).get('preset', '?')))}</code>, seeds {e(', '.join(map(str, seeds)))}: "
         "the whole recipe once per seed (world, pretraining, SFT, comparisons, reward model, PPO and PPO-ptx, evaluation). "
         "Each seed's own report is in its folder (<code>seed-N/eval/report.html</code>). Another CPU gives other single-seed "
-        "trajectories; what holds on every seed is what this page reports as holding.</p>",
+        "trajectories, so a claim about the recipe is tested with the seed as the unit: one number per seed, the mean's 95% "
+        "t interval with n - 1 degrees of freedom, on the claimed side of 0 (✓) or not (✗).</p>",
         "<h2>The paper's claims</h2><ul>",
     ]
     for v in agg.get("claims") or []:
         parts.append(f"<li class='{'ok' if v['holds'] else 'no'}'>{e(claim_line(v, len(seeds)))}</li>")
-    parts.append("</ul>")
+    parts.append("</ul><p class='note'>With few seeds the t interval is wide (2 degrees of freedom multiply the standard error by "
+                 "4.3, 4 by 2.8): a claim that fails here may hold with more seeds, and one that holds is robust to a new training "
+                 "run. The per-prompt tests treat every prompt of every seed as independent: they describe these trained models.</p>")
+    sets = []
+    for m in models.values():
+        sets += [s for s in (m.get("gold_gain_by_set_seed_test") or {}) if s not in sets]
+    if sets:
+        def cell(st: dict | None) -> str:
+            if not st or st.get("mean") is None:
+                return "–"
+            lo, hi = st.get("ci95") or [None, None]
+            return f"{st['mean']:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None else "")
+        grow = "".join(f"<tr><th>{e(LABELS.get(n, n))}</th><td>{cell(models[n].get('gold_gain_seed_test'))}</td>"
+                       + "".join(f"<td>{cell((models[n].get('gold_gain_by_set_seed_test') or {}).get(s))}</td>" for s in sets) + "</tr>"
+                       for n in _ordered(models) if models[n].get("gold_gain_seed_test"))
+        parts.append("<h2>Gold gain over SFT, by evaluation set, with the seed as the unit</h2><div class='wide'><table><tr>"
+                     "<th>model</th><th>all sets</th>" + "".join(f"<th>{e(s.replace('_', ' '))}</th>" for s in sets)
+                     + f"</tr>{grow}</table></div><p class='note'>Mean over seeds of each seed's paired gain, and its 95% t "
+                     "interval. SFT's row is its second sample against its first. <i>novel</i> is the held-out-knowledge set: "
+                     "knowledge no SFT, RM or PPO prompt asked for.</p>")
     parts.append(f"<h2>Win rate against SFT</h2><img alt='win rates over seeds' src='{seeds_winrate_chart(agg)}'>")
     oo = agg.get("overoptimization")
     if oo:
@@ -363,7 +438,8 @@ def render_seeds(agg: dict) -> str:
                      "as a gain over its own SFT.</p>" + _overopt_table(oo))
     cols = [("win vs SFT", "win_rate_vs_sft"), ("Likert 1-7", "likert_mean"), ("gold score", "gold_score_mean"), ("RM score", "rm_score_mean"),
             ("fails instruction", "fails_instruction_rate"), ("hallucination (closed domain)", "hallucination_rate"),
-            ("truthful (false premise)", "truthful_rate"), ("harmful compliance", "harmful_compliance_rate"),
+            ("truthful (false premise)", "truthful_rate"), ("truthful and informative", "truthful_and_informative_rate"),
+            ("win vs SFT, held-out knowledge", "win_rate_novel"), ("harmful compliance", "harmful_compliance_rate"),
             ("toxic, respectful prompt", "toxicity_rate_respectful"), ("toxic, plain prompt", "toxicity_rate_plain"),
             ("asks another question", "continues_with_question_rate"), ("held-out pretraining loss", "pretrain_val_loss"),
             ("knowledge probes", "probe_accuracy")]
@@ -382,7 +458,7 @@ def render_seeds(agg: dict) -> str:
         prow.append(f"<tr><th>{e(LABELS.get(n, n))}</th><td>{_fmt(w.get('rate'))} {_fmt(w.get('ci95'))} (n {w.get('n', 0)})</td>"
                     f"<td>{_fmt_gain(g)}</td><td>{_fmt_gain(h)}</td><td>{e(per)}</td></tr>")
     if prow:
-        parts.append("<h2>Pooled over seeds</h2><div class='wide'><table><tr><th>model</th><th>win vs SFT [95% CI]</th>"
+        parts.append("<h2>Pooled per prompt, for these trained models</h2><div class='wide'><table><tr><th>model</th><th>win vs SFT [95% CI]</th>"
                      "<th>gold gain over SFT ± SE</th><th>harmful compliance minus SFT's ± SE</th><th>gold gain by seed</th></tr>"
                      + "".join(prow) + "</table></div><p class='note'>Pooled: every seed's comparisons together (Wilson interval "
                      "for the win rate; the paired mean and its standard error over all prompts of all seeds, with the spread of "

@@ -25,6 +25,7 @@ def format_table(results: dict) -> str:
             ("gold", "gold_score_mean", "{:.2f}"), ("RM", "rm_score_mean", "{:+.2f}"), ("halluc.", "hallucination_rate", "{:.2f}"),
             ("harmful", "harmful_compliance_rate", "{:.2f}"), ("toxic(resp.)", "toxicity_rate_respectful", "{:.2f}"),
             ("asks Q", "continues_with_question_rate", "{:.2f}"), ("truthful", "truthful_rate", "{:.2f}"),
+            ("true+inform.", "truthful_and_informative_rate", "{:.2f}"), ("win novel", "win_rate_novel", "{:.2f}"),
             ("LM loss", "pretrain_val_loss", "{:.3f}"), ("probes", "probe_accuracy", "{:.2f}")]
     if any(m.get("judge_score_mean") is not None for m in results["models"].values()):  # --judge: the referee beside the proxy
         cols.insert(4, ("judge", "judge_score_mean", "{:+.2f}"))
@@ -43,6 +44,9 @@ def format_table(results: dict) -> str:
             else:
                 cells.append(fmt.format(v))
         lines.append(f"{name:<20}" + "".join(f"{c:>13}" for c in cells))
+    null = (results["models"].get("sft") or {}).get("win_rate_vs_sft")
+    if null is not None:
+        lines.append(f"null: SFT against its own resample wins {null:.2f}; a model no better than SFT lands there, not at 0.5 exactly")
     ref = results.get("reference")
     if ref and ref.get("win_rate_vs_sft") is not None:
         lo, hi = ref["win_rate_ci95"]
@@ -87,6 +91,7 @@ def format_seeds(agg: dict) -> str:
     seeds = agg.get("seeds") or []
     cols = [("win vs SFT", "win_rate_vs_sft", "{:.2f}"), ("gold", "gold_score_mean", "{:.3f}"), ("halluc.", "hallucination_rate", "{:.2f}"),
             ("harmful", "harmful_compliance_rate", "{:.2f}"), ("truthful", "truthful_rate", "{:.2f}"),
+            ("true+inform.", "truthful_and_informative_rate", "{:.2f}"), ("win novel", "win_rate_novel", "{:.2f}"),
             ("asks Q", "continues_with_question_rate", "{:.2f}"), ("LM loss", "pretrain_val_loss", "{:.3f}"),
             ("probes", "probe_accuracy", "{:.2f}"), ("judge", "judge_score_mean", "{:+.3f}"), ("RM", "rm_score_mean", "{:+.3f}")]
     # what no model measured (without a world: the gold judge's rates, the probes) is left out; the RM column only beside a judge
@@ -109,7 +114,7 @@ def format_seeds(agg: dict) -> str:
         if h.get("mean") is not None:
             parts.append(f"harmful compliance vs SFT {h['mean']:+.3f} ± {h['se']:.3f} SE (n {h['n']})")
         if parts:
-            lines.append(f"pooled, {name}: " + "; ".join(parts))
+            lines.append(f"pooled per prompt (for these trained models), {name}: " + "; ".join(parts))
     for v in agg.get("claims") or []:
         lines.append(claim_line(v, len(seeds)))
     return "\n".join(lines)

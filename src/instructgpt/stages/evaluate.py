@@ -551,7 +551,7 @@ def _curves(run: Path | None) -> dict:
     for m in RUN_MODELS:
         rows = _read_jsonl(run / m.folder / "metrics.jsonl") if m.role == "rl" else []
         if rows:
-            keys = ("reward", "score", "kl", "gold_score", "ptx_loss")  # score: the reward model's, normalised
+            keys = ("reward", "score", "kl", "kl_k3", "gold_score", "ptx_loss")  # score: the reward model's, normalised
             curves[m.key] = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
     return curves
 
