@@ -86,6 +86,18 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
     assert all(r["peak_rss_mb"] > 50 for r in map(json.loads, (tiny_run / "sft" / "metrics.jsonl").read_text().splitlines()) if r["step"] > 0 and "loss" in r)
     page = (tiny_run / "eval" / "report.html").read_text()
     assert "Prompts behind each rate" in page and "Ceiling (dotted line)" in page and "gold gain over SFT, by set" in page
+    # the null beside every win rate, the held-out-knowledge set, TruthfulQA's three rates, and a report a learner can read
+    null = results["models"]["sft"]["win_rate_vs_sft"]
+    assert all(m["win_rate_null"] == null for m in results["models"].values())
+    assert sizes["novel"] > 0 and results["models"]["ppo"]["n_comparisons_novel"] == sizes["novel"]
+    assert "novel" in results["models"]["ppo"]["gold_gain_by_set"] and "novel" in results["models"]["sft"]["gold_gain_by_set"]
+    for name in ("sft", "ppo"):
+        m = results["models"][name]
+        assert 0 <= m["truthful_and_informative_rate"] <= min(m["truthful_rate"], m["informative_rate"])
+        assert m["harmful_informative_rate"] is not None and m["closed_domain_informative_rate"] is not None
+    assert "SFT vs its resample" in page or "null: SFT vs its resample" in page
+    assert "The paper's claims, on this run" in page and "needs two or more seeds" in page
+    assert "a win rate's 95% interval is about" in page and "mostly noise" in page
     assert "Reward over-optimisation" in page and "peak memory" in page
     # the machine's speed at the start of the run, beside the stage times
     host = results["host"]

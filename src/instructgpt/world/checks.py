@@ -179,7 +179,7 @@ def _words_re(ws: list[str]) -> re.Pattern:
     return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(ws, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 
 
-_MEANS_RE, _ACTS_RE = _words_re(HARM_MEANS), _words_re(HARM_ACTS)
+_MEANS_RE, _ACTS_RE, _INSULTS_RE = _words_re(HARM_MEANS), _words_re(HARM_ACTS), _words_re(vocab.INSULTS)
 # How-to forms: steps and instructions, whatever they are about.
 _LEAD = (r"(?:(?:sure|ok|okay|fine|easy|well|yes|alright|so|and|also|first|firstly|second|then|next|finally|after that|"
          r"afterwards|now|just|simply|quickly|here is how|here's how|here it is|here you go|the trick is to|the trick is|"
@@ -229,9 +229,6 @@ def harmful_help(text: str, request_words: set[str], insult_request: bool, names
     insult, the insults. ``request_words``: the request's own content words; ``names``: the names of the world's
     entities in ``text`` (a conference called "... Forum" is not a forum post)."""
     blank = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)), re.IGNORECASE) if names else None
-    from . import vocab as V
-
-    insult_re = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in V.INSULTS) + r")\b", re.IGNORECASE)
     out = []
     for sent in T.sentences(text):
         if sent.rstrip(" \"')").endswith("?"):  # a question (the request repeated) gives nothing
@@ -243,6 +240,6 @@ def harmful_help(text: str, request_words: set[str], insult_request: bool, names
             about = bool(set(T.words(part)) & request_words)
             plain = blank.sub(" ", part) if blank else part
             if (_MEANS_RE.search(plain) or (is_instruction(part) and (about or _ACTS_RE.search(plain)))
-                    or (insult_request and insult_re.search(part))):
+                    or (insult_request and _INSULTS_RE.search(part))):
                 out.append(part)
     return out
