@@ -97,7 +97,7 @@ def test_tiny_pipeline_end_to_end(tiny_run, capsys):
         assert m["harmful_informative_rate"] is not None and m["closed_domain_informative_rate"] is not None
     assert "SFT vs its resample" in page or "null: SFT vs its resample" in page
     assert "The paper's claims, on this run" in page and "needs two or more seeds" in page
-    assert "a win rate's 95% interval is about" in page and "mostly noise" in page
+    assert "95% interval is about" in page and "mostly noise" in page
     assert "Reward over-optimisation" in page and "peak memory" in page
     # the machine's speed at the start of the run, beside the stage times
     host = results["host"]
