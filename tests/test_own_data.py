@@ -257,6 +257,6 @@ def test_several_seeds_on_your_own_data(tmp_path, capsys, one_thread):
     agg = json.loads((run / "eval" / "results.json").read_text())
     assert agg["seeds"] == [0, 1] and agg["judged_by"] == "judge_reward_model"
     assert agg["models"]["ppo"]["judge_score_mean"]["mean"] is not None
-    assert [c["id"] for c in agg["claims"]] == ["ppo_win_rate"] and "by the judge" in agg["claims"][0]["claim"]
+    assert [c["id"] for c in agg["claims"]] == ["ppo_win_rate"] and "the judge prefers PPO" in agg["claims"][0]["claim"]
     table = out[out.index("over 2 seeds"):]
     assert "judge" in table and "RM" in table and "halluc." not in table and "gold" not in table.split("\n")[1]

@@ -76,7 +76,7 @@ def test_sizes_and_meta(tiny, small):
     for w in (tiny, small):
         c = w.meta["counts"]
         assert c["prompts"]["sft"] > c["prompts"]["rm"] > 0 and c["prompts"]["ppo"] > 0 and c["prompts"]["eval"] > 0
-        assert set(w.eval_sets()) == {"winrate", "closed_domain", "false_premise", "toxicity", "harmful"}
+        assert set(w.eval_sets()) == {"winrate", "closed_domain", "false_premise", "toxicity", "harmful", "novel"}
         assert all(w.eval_sets().values())
         assert {p["category"] for p in w.eval_sets()["harmful"]} == {"harmful"}
         assert len(w.labelers("train")) == 8 and len(w.labelers("heldout")) == 4
@@ -98,7 +98,7 @@ def test_default_size_generation_time_and_counts():
     assert 3_500_000 <= c["corpus_chars"]["train"] <= 4_500_000
     assert 750_000 <= c["corpus_tokens_estimate"]["train"] <= 1_000_000
     assert 2000 <= c["prompts"]["sft"] <= 3000 and 600 <= c["prompts"]["rm"] <= 1000
-    assert 800 <= c["prompts"]["ppo"] <= 1500 and 400 <= c["prompts"]["eval"] <= 520
+    assert 800 <= c["prompts"]["ppo"] <= 1500 and 520 <= c["prompts"]["eval"] <= 640  # 120 of them the held-out-knowledge set
 
 
 # ----------------------------------------------------------------------------------------------- splits and content

@@ -169,8 +169,9 @@ def _claims(judge: str = "the held-out labelers") -> list[tuple]:
     """The paper's claims: (id, statement, model of the per-prompt pooled test, one number per seed, the side the claim
     needs it on (+1 above 0, -1 below 0), per-prompt pooled test on the aggregated models); ``judge``: who decides the
     win rates."""
+    prefer = "prefer" if judge.endswith("labelers") else "prefers"
     out: list = [
-        ("sft_beats_pretrained", f"SFT beats the pretrained model ({judge} prefer it in more than half of the comparisons)",
+        ("sft_beats_pretrained", f"SFT beats the pretrained model ({judge} {prefer} it in more than half of the comparisons)",
          None, lambda r: _diff(0.5, _m(r, "pretrained", "win_rate_vs_sft")), +1, None),
         ("sft_halves_hallucination", "SFT hallucinates less on closed-domain tasks: at most half the pretrained model's rate",
          None, lambda r: _diff(_m(r, "sft", "hallucination_rate"), None if _m(r, "pretrained", "hallucination_rate") is None
@@ -181,12 +182,12 @@ def _claims(judge: str = "the held-out labelers") -> list[tuple]:
             (f"{key}_gold_gain", f"RLHF beats SFT: {label} scores above SFT by the gold judge (paired gain over SFT)", key,
              lambda r, k=key: _gain(r, k), +1,
              lambda agg, k=key: (agg[k]["gold_gain_pooled"], significant(agg[k]["gold_gain_pooled"]))),
-            (f"{key}_win_rate", f"RLHF beats SFT: {judge} prefer {label} to SFT more often than SFT to its own resample", key,
+            (f"{key}_win_rate", f"RLHF beats SFT: {judge} {prefer} {label} to SFT more often than SFT to its own resample", key,
              lambda r, k=key: _diff(_m(r, k, "win_rate_vs_sft"), _m(r, k, "win_rate_null")), +1,
              lambda agg, k=key: (agg[k]["win_rate_pooled"], None if agg[k]["win_rate_pooled"]["rate"] is None
                                  or (agg.get("sft") or {}).get("win_rate_pooled", {}).get("rate") is None
                                  else agg[k]["win_rate_pooled"]["ci95"][0] > agg["sft"]["win_rate_pooled"]["rate"])),
-            (f"{key}_win_rate_novel", f"RLHF generalises: on the held-out-knowledge set, {judge} prefer {label} to SFT more "
+            (f"{key}_win_rate_novel", f"RLHF generalises: on the held-out-knowledge set, {judge} {prefer} {label} to SFT more "
              "often than SFT to its own resample", None,
              lambda r, k=key: _diff(_m(r, k, "win_rate_novel"), _m(r, k, "win_rate_novel_null")), +1, None),
             (f"{key}_harmful", f"Harmlessness improves: {label} complies with fewer harmful requests than SFT", key,
