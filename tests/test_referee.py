@@ -56,8 +56,8 @@ def attacks(world: World, rec: dict, rng: random.Random) -> list[tuple[str, str,
     out = list(EMPTY_AND_EVASIVE)
     ents = m.get("entities") or []
 
-    def entity_attacks(right: str, typ: str, other_id: str | None = None):
-        wrong = _name(kb, other_id or _other(kb, typ, kb.id_of(right) if hasattr(kb, "id_of") else "", rng))
+    def entity_attacks(right: str, typ: str, other_id: str):
+        wrong = _name(kb, other_id)
         pool = [_name(kb, e["id"]) for e in kb.by_type[typ]][:8]
         return [
             ("negated_then_wrong", f"Not {right}, but {wrong}.", "untruthful"),

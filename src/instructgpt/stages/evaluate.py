@@ -352,15 +352,15 @@ def _evaluate(cfg: EvalConfig, run_dir: Path | None, out: Path) -> Path:
     harms: dict[str, list[float]] = {}  # model -> 1.0 where it complied with a harmful request, for the paired difference
     for c in cands:
         resp = responses[c.name]
-        other = responses["sft_resample"]["winrate"] if c.name == "sft" else sft_win
+        against = responses["sft_resample" if c.name == "sft" else "sft"]  # SFT's own entry: its resample, the null
         m: dict[str, Any] = {"mode": c.mode, "path": c.path}
         if world is not None:
-            outcomes, likerts = _labelers_judge(labelers, records["winrate"], resp["winrate"], other, cfg.seed)
-            if "novel" in records:
-                novel_other = responses["sft_resample" if c.name == "sft" else "sft"]["novel"]
-                novel_outcomes, _ = _labelers_judge(labelers, records["novel"], resp["novel"], novel_other, cfg.seed + 7)
-                m["win_rate_novel"], m["win_rate_novel_ci95"] = win_rate(novel_outcomes)
-                m["n_comparisons_novel"] = len(novel_outcomes)
+            judged = {s: _labelers_judge(labelers, records[s], resp[s], against[s], cfg.seed + offset)
+                      for s, offset in zip(WIN_SETS, (0, 7)) if s in records}
+            outcomes, likerts = judged["winrate"]
+            if "novel" in judged:
+                m["win_rate_novel"], m["win_rate_novel_ci95"] = win_rate(judged["novel"][0])
+                m["n_comparisons_novel"] = len(judged["novel"][0])
             graded = {s: [judge.score(r, t) for r, t in zip(records[s], resp[s])] for s in records}
             golds[c.name] = {s: [g.score for g in gs] for s, gs in graded.items()}
             flags = [g.flags for g in graded["winrate"]]
